@@ -1,0 +1,234 @@
+"""How an issuer describes itself: RP identity, secrets, merchants, TTLs, storage.
+
+Everything is validated at construction, so a misconfigured issuer fails at
+start-up with a message that says what to fix, never at the first payment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+from urllib.parse import urlsplit
+
+from .errors import ConfigurationError
+
+# itsdangerous signs with HMAC-SHA1 by default; 32 characters keeps brute force
+# off the table whatever the digest.
+MIN_SECRET_LENGTH = 32
+
+
+def normalize_origin(value: str, *, what: str = "origin") -> str:
+    """Validate a serialized origin (scheme://host[:port]) and return it unchanged.
+
+    Origins are compared as exact strings everywhere, so a path, a trailing
+    slash or an upper-case host would silently never match: refuse them here.
+    """
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{what} must be a string, got {type(value).__name__}")
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigurationError(f"{what} {value!r} must look like https://host[:port]")
+    if parts.path or parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigurationError(f"{what} {value!r} must not have a path, query or user part")
+    if value != value.lower():
+        raise ConfigurationError(f"{what} {value!r} must be lower case")
+    if parts.scheme == "http" and not is_localhost(parts.hostname):
+        raise ConfigurationError(f"{what} {value!r} must use https (http only for localhost)")
+    return value
+
+
+def is_localhost(host: str) -> bool:
+    return host == "localhost" or host.endswith(".localhost")
+
+
+def hash_api_key(api_key: str) -> str:
+    """API keys are stored and compared as SHA-256 digests (high-entropy secrets need no KDF)."""
+    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Merchant:
+    """A tenant: one merchant (or PSP) with its page origins and API keys.
+
+    ``api_keys`` are given in plain text and only their digests are kept;
+    removing a key from the list revokes it.
+    """
+
+    id: str
+    origins: tuple[str, ...]
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    name: str = ""
+    api_key_hashes: tuple[str, ...] = field(default=(), init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id.strip():
+            raise ConfigurationError("merchant id must be a non-empty string")
+        if isinstance(self.origins, str) or not self.origins:
+            raise ConfigurationError(f"merchant {self.id!r} needs a list of allowed origins")
+        origins = tuple(normalize_origin(o, what=f"merchant {self.id!r} origin") for o in self.origins)
+        object.__setattr__(self, "origins", origins)
+        if isinstance(self.api_keys, str):
+            raise ConfigurationError(f"merchant {self.id!r} api_keys must be a list, not a string")
+        for key in self.api_keys:
+            if not isinstance(key, str) or len(key) < 24:
+                raise ConfigurationError(
+                    f"merchant {self.id!r} has an API key shorter than 24 characters"
+                )
+        object.__setattr__(self, "api_key_hashes", tuple(hash_api_key(k) for k in self.api_keys))
+        object.__setattr__(self, "api_keys", ())
+
+
+@dataclass(frozen=True)
+class IssuerConfig:
+    """Everything the issuer sub-application needs.
+
+    ``secret_keys`` rotate: the first key signs, every key verifies, so a new
+    key goes first and an old one is dropped once its tokens have expired.
+    ``signing_keys`` are PEM private keys (EC P-256) for result JWTs, with the
+    same rotation rule.
+    """
+
+    rp_id: str
+    rp_name: str
+    origin: str
+    secret_keys: tuple[str, ...] = field(repr=False)
+    merchants: tuple[Merchant, ...]
+    signing_keys: tuple[str, ...] = field(default=(), repr=False)
+    database_url: str = "sqlite:///spc_embed.db"
+    enrollment_ttl: int = 15 * 60
+    challenge_ttl: int = 5 * 60
+    transaction_ttl: int = 10 * 60
+    result_token_ttl: int = 5 * 60
+    allowed_attestation_formats: tuple[str, ...] = ("none", "packed")
+    max_body_bytes: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rp_id, str) or not self.rp_id or self.rp_id != self.rp_id.lower():
+            raise ConfigurationError("rp_id must be a lower-case domain such as 'bank.example'")
+        if not self.rp_name:
+            raise ConfigurationError("rp_name must be a non-empty display name")
+        normalize_origin(self.origin, what="issuer origin")
+        host = urlsplit(self.origin).hostname or ""
+        if host != self.rp_id and not host.endswith("." + self.rp_id):
+            raise ConfigurationError(
+                f"rp_id {self.rp_id!r} must equal or be a parent domain of the issuer origin host {host!r}"
+            )
+        self._check_secrets()
+        merchants = tuple(self.merchants)
+        if not merchants:
+            raise ConfigurationError("configure at least one merchant (tenant)")
+        ids = [m.id for m in merchants]
+        if len(set(ids)) != len(ids):
+            raise ConfigurationError(f"merchant ids must be unique, got {ids}")
+        object.__setattr__(self, "merchants", merchants)
+        object.__setattr__(self, "signing_keys", tuple(self.signing_keys))
+        object.__setattr__(self, "allowed_attestation_formats", tuple(self.allowed_attestation_formats))
+        for name in ("enrollment_ttl", "challenge_ttl", "transaction_ttl", "result_token_ttl", "max_body_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+        if not self.database_url.startswith(("sqlite", "postgresql", "postgres")):
+            raise ConfigurationError(
+                f"database_url {self.database_url!r} must be a sqlite:/// or postgresql:// URL"
+            )
+
+    def _check_secrets(self) -> None:
+        if isinstance(self.secret_keys, str):
+            raise ConfigurationError("secret_keys must be a list of keys, newest first")
+        keys = tuple(self.secret_keys)
+        if not keys:
+            raise ConfigurationError(
+                "secret_keys is empty: generate one with `python -c \"import secrets; print(secrets.token_urlsafe(48))\"`"
+            )
+        for key in keys:
+            if not isinstance(key, str) or len(key) < MIN_SECRET_LENGTH:
+                raise ConfigurationError(
+                    f"every secret key must be a string of at least {MIN_SECRET_LENGTH} characters"
+                )
+        object.__setattr__(self, "secret_keys", keys)
+
+    def merchant(self, merchant_id: str) -> Merchant | None:
+        return next((m for m in self.merchants if m.id == merchant_id), None)
+
+    def merchant_for_origin(self, origin: str) -> Merchant | None:
+        return next((m for m in self.merchants if origin in m.origins), None)
+
+    @property
+    def merchant_origins(self) -> frozenset[str]:
+        return frozenset(o for m in self.merchants for o in m.origins)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, prefix: str = "SPC_") -> IssuerConfig:
+        """Build from environment variables (see the README's configuration reference).
+
+        Lists are comma-separated; merchants are a JSON array of objects with
+        ``id``, ``origins``, ``api_keys`` and optional ``name``.
+        """
+        env = os.environ if environ is None else environ
+
+        def get(name: str, default: str | None = None) -> str:
+            value = env.get(prefix + name, default)
+            if value is None:
+                raise ConfigurationError(f"environment variable {prefix}{name} is not set")
+            return value
+
+        def split(value: str) -> tuple[str, ...]:
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+
+        try:
+            merchants_raw = json.loads(get("MERCHANTS"))
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(f"{prefix}MERCHANTS is not valid JSON: {exc}") from exc
+        if not isinstance(merchants_raw, list) or not all(isinstance(m, dict) for m in merchants_raw):
+            raise ConfigurationError(f"{prefix}MERCHANTS must be a JSON array of objects")
+        merchants = tuple(
+            Merchant(
+                id=m.get("id", ""),
+                origins=tuple(m.get("origins", ())),
+                api_keys=tuple(m.get("api_keys", ())),
+                name=m.get("name", ""),
+            )
+            for m in merchants_raw
+        )
+        optional: dict[str, object] = {}
+        for name in ("enrollment_ttl", "challenge_ttl", "transaction_ttl", "result_token_ttl", "max_body_bytes"):
+            raw = env.get(prefix + name.upper())
+            if raw is not None:
+                try:
+                    optional[name] = int(raw)
+                except ValueError as exc:
+                    raise ConfigurationError(f"{prefix}{name.upper()} must be an integer") from exc
+        if prefix + "DATABASE_URL" in env:
+            optional["database_url"] = env[prefix + "DATABASE_URL"]
+        if prefix + "ATTESTATION_FORMATS" in env:
+            optional["allowed_attestation_formats"] = split(env[prefix + "ATTESTATION_FORMATS"])
+        signing = env.get(prefix + "SIGNING_KEYS_FILE")
+        if signing:
+            optional["signing_keys"] = _read_pem_keys(signing)
+        return cls(
+            rp_id=get("RP_ID"),
+            rp_name=get("RP_NAME"),
+            origin=get("ORIGIN"),
+            secret_keys=split(get("SECRET_KEYS")),
+            merchants=merchants,
+            **optional,  # type: ignore[arg-type]
+        )
+
+
+_PEM_BLOCK = re.compile(r"-----BEGIN [A-Z ]+-----.+?-----END [A-Z ]+-----", re.DOTALL)
+
+
+def _read_pem_keys(path: str) -> tuple[str, ...]:
+    """Read one or more PEM private keys from a file, newest first."""
+    try:
+        with open(path, encoding="ascii") as fh:
+            blocks = _PEM_BLOCK.findall(fh.read())
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read signing keys file {path!r}: {exc}") from exc
+    if not blocks:
+        raise ConfigurationError(f"{path!r} holds no PEM private key")
+    return tuple(block + "\n" for block in blocks)

@@ -1,0 +1,133 @@
+"""Strict decoders for the three encodings WebAuthn puts on the wire.
+
+Lenient decoding is how two parties come to disagree about one message: a
+challenge that decodes with stray characters, JSON whose second ``"type"``
+wins, CBOR with bytes after the end. Everything here refuses such input
+(SECURITY.md P1-P3) and raises :class:`InvalidRequest`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, Iterator, NoReturn
+
+import cbor2
+
+from .errors import InvalidRequest
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(value: object, *, field: str = "value") -> bytes:
+    """Decode unpadded base64url, accepting only its one canonical spelling.
+
+    py_webauthn's decoder accepts padding, ``+``/``/`` and non-zero trailing
+    bits; re-encoding and comparing rejects all of them at once.
+    """
+    if not isinstance(value, str) or not _B64URL.fullmatch(value) or len(value) % 4 == 1:
+        raise InvalidRequest(f"{field} is not unpadded base64url")
+    try:
+        decoded = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequest(f"{field} is not unpadded base64url") from exc
+    if b64url_encode(decoded) != value:
+        raise InvalidRequest(f"{field} is not canonical base64url")
+    return decoded
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise InvalidRequest(f"duplicate JSON key {key!r}")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise InvalidRequest(f"JSON constant {name} is not allowed")
+
+
+def loads_json(data: bytes | str, *, field: str = "JSON") -> Any:
+    """Parse JSON refusing invalid UTF-8, duplicate keys, NaN and Infinity."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidRequest(f"{field} is not valid UTF-8") from exc
+    try:
+        return json.loads(
+            data, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant
+        )
+    except (ValueError, RecursionError) as exc:
+        if isinstance(exc, InvalidRequest):
+            raise
+        raise InvalidRequest(f"{field} is not valid JSON") from exc
+
+
+class _NoTags(Mapping[int, Any]):
+    """A semantic-decoder table that claims every tag, so each one is refused.
+
+    WebAuthn structures never use CBOR tags; cbor2 would otherwise turn a
+    bignum tag into an int where an int is expected (SECURITY.md P3).
+    """
+
+    def __getitem__(self, tag: int) -> Any:
+        return _reject_tag
+
+    def __contains__(self, tag: object) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _reject_tag(*args: Any) -> NoReturn:
+    raise ValueError("CBOR tags are not allowed")
+
+
+# WebAuthn nests at most a few levels (attestation object > attStmt > x5c).
+_MAX_CBOR_DEPTH = 16
+
+
+def decode_cbor_prefix(data: bytes, *, field: str = "CBOR") -> tuple[Any, int]:
+    """Decode one strict CBOR item from the start of ``data``; return it and its length.
+
+    Authenticator data concatenates CBOR items with no length prefix, so the
+    caller needs the exact number of bytes consumed (never a re-encoded length).
+    """
+    stream = io.BytesIO(data)
+    decoder = cbor2.CBORDecoder(
+        stream,
+        semantic_decoders=_NoTags(),
+        tag_hook=_reject_tag,
+        max_depth=_MAX_CBOR_DEPTH,
+        allow_indefinite=False,
+        allow_duplicate_keys=False,
+        read_size=1,
+    )
+    try:
+        value = decoder.decode()
+    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError, MemoryError) as exc:
+        raise InvalidRequest(f"{field} is not valid CBOR") from exc
+    return value, stream.tell()
+
+
+def loads_cbor(data: bytes, *, field: str = "CBOR") -> Any:
+    """Decode exactly one strict CBOR item; trailing bytes are an error."""
+    value, used = decode_cbor_prefix(data, field=field)
+    if used != len(data):
+        raise InvalidRequest(f"{field} has {len(data) - used} trailing bytes")
+    return value

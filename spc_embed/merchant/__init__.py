@@ -1,0 +1,25 @@
+"""Merchant-side embedding kit: Permissions-Policy delegation, script injection
+and the issuer ``<iframe>`` tag."""
+
+from __future__ import annotations
+
+from .iframe import install_jinja_globals, issuer_iframe
+from .middleware import SPCMerchantMiddleware
+from .permissions_policy import (
+    DEFAULT_FEATURES,
+    MergedPolicy,
+    PermissionsPolicyParseError,
+    delegate_features,
+    serialized_origin,
+)
+
+__all__ = [
+    "DEFAULT_FEATURES",
+    "MergedPolicy",
+    "PermissionsPolicyParseError",
+    "SPCMerchantMiddleware",
+    "delegate_features",
+    "install_jinja_globals",
+    "issuer_iframe",
+    "serialized_origin",
+]

@@ -1,0 +1,118 @@
+"""Signed, time-limited tokens that carry authority where cookies cannot.
+
+The issuer iframe lives in a merchant's page, where third-party cookies are
+blocked or partitioned. Who may enrol is therefore carried by a token the
+issuer's own backend mints for one user and one merchant origin. Each purpose
+has its own salt, every load has a ``max_age``, and single use is recorded in
+the database by the caller (see ``Store.add_credential``).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from .config import normalize_origin
+from .errors import ConfigurationError, TokenError, TokenExpired
+
+ENROLLMENT_SALT = "spc-embed.enrollment.v1"
+
+
+@dataclass(frozen=True)
+class EnrollmentToken:
+    """What the issuer vouches for when it hands out an enrolment iframe URL."""
+
+    user_id: str
+    user_name: str
+    user_display_name: str
+    instrument_name: str
+    instrument_icon: str
+    merchant_origin: str
+    token_id: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+
+    def __post_init__(self) -> None:
+        for name in ("user_id", "user_name", "user_display_name", "instrument_name", "instrument_icon"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip() or len(value) > 255 and name != "instrument_icon":
+                raise ConfigurationError(f"enrolment {name} must be a non-empty string (at most 255 characters)")
+        if not self.instrument_icon.startswith(("https://", "http://localhost", "data:image/")):
+            raise ConfigurationError("instrument_icon must be an https:// URL or a data:image/ URL")
+        normalize_origin(self.merchant_origin, what="merchant origin")
+
+
+class SignedTokens:
+    """itsdangerous serializers for one purpose, with key rotation.
+
+    ``secret_keys`` are newest first (as in the configuration); itsdangerous
+    wants them oldest first and signs with the last one.
+    """
+
+    def __init__(self, secret_keys: Sequence[str], *, salt: str, max_age: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._serializer = _ClockedSerializer(list(reversed(secret_keys)), salt=salt, clock=clock)
+        self.max_age = max_age
+
+    def dumps(self, payload: dict[str, Any]) -> str:
+        return self._serializer.dumps(payload)
+
+    def loads(self, token: object) -> dict[str, Any]:
+        if not isinstance(token, str) or not token or len(token) > 4096:
+            raise TokenError("the link is missing its token or the token is malformed")
+        try:
+            payload = self._serializer.loads(token, max_age=self.max_age)
+        except SignatureExpired as exc:
+            # The signature was checked before the age: the payload is authentic.
+            payload = self._serializer.load_payload(exc.payload) if exc.payload is not None else None
+            raise TokenExpired("this link has expired; ask for a new one",
+                               payload=payload if isinstance(payload, dict) else None) from exc
+        except BadSignature as exc:
+            raise TokenError("this link is not valid (bad signature)") from exc
+        if not isinstance(payload, dict):
+            raise TokenError("this link is not valid (unexpected payload)")
+        return payload
+
+
+class _ClockedSerializer(URLSafeTimedSerializer):
+    """Takes its time from an injectable clock, so expiry is testable without sleeping."""
+
+    def __init__(self, *args: Any, clock: Callable[[], float], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        clock_fn = clock
+
+        class Signer(self.signer):  # type: ignore[name-defined,misc]
+            def get_timestamp(self) -> int:
+                return int(clock_fn())
+
+        self.signer = Signer
+
+
+class EnrollmentTokens:
+    """Mints and reads enrolment tokens (signature and age only; single use is the store's)."""
+
+    def __init__(self, secret_keys: Sequence[str], *, max_age: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._tokens = SignedTokens(secret_keys, salt=ENROLLMENT_SALT, max_age=max_age, clock=clock)
+
+    def mint(self, token: EnrollmentToken) -> str:
+        return self._tokens.dumps(asdict(token))
+
+    def load(self, value: object) -> EnrollmentToken:
+        return _enrollment_token(self._tokens.loads(value))
+
+    def load_expired(self, error: TokenExpired) -> EnrollmentToken | None:
+        """The authentic token behind an expiry error, to show the error to the right merchant."""
+        try:
+            return _enrollment_token(error.payload) if error.payload else None
+        except TokenError:
+            return None
+
+
+def _enrollment_token(payload: dict[str, Any]) -> EnrollmentToken:
+    try:
+        return EnrollmentToken(**payload)
+    except (TypeError, ConfigurationError) as exc:
+        raise TokenError("this link is not valid (unexpected fields)") from exc

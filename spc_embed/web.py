@@ -1,0 +1,159 @@
+"""The thin adapter between Starlette and the core: errors, bodies, origins, CORS.
+
+One error boundary turns every refusal into ``{"code", "message"}`` with the
+right status, and anything unexpected into a logged 500 without a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Collection
+
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .encoding import loads_json
+from .errors import Forbidden, InvalidRequest, PayloadTooLarge, SPCEmbedError
+
+logger = logging.getLogger("spc_embed")
+
+JSON_HEADERS = {"Cache-Control": "no-store"}
+
+
+def error_response(exc: SPCEmbedError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(exc.to_json(), status_code=exc.status, headers={**JSON_HEADERS, **(headers or {})})
+
+
+async def handle_library_error(request: Request, exc: Exception) -> Response:
+    error = exc if isinstance(exc, SPCEmbedError) else SPCEmbedError(str(exc))
+    # The reason goes to the log; the body says only what the client may know.
+    logger.info("refused %s %s: %s (%s)", request.method, request.url.path, error.code, exc)
+    return error_response(error)
+
+
+async def handle_http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    body = {"code": codes.get(status, "http_error"), "message": str(getattr(exc, "detail", "error"))}
+    return JSONResponse(body, status_code=status, headers=JSON_HEADERS)
+
+
+async def handle_unexpected_error(request: Request, exc: Exception) -> Response:
+    logger.exception("unexpected error on %s %s", request.method, request.url.path)
+    return JSONResponse({"code": "internal_error", "message": "internal error"}, status_code=500,
+                        headers=JSON_HEADERS)
+
+
+EXCEPTION_HANDLERS = {
+    SPCEmbedError: handle_library_error,
+    HTTPException: handle_http_error,
+    Exception: handle_unexpected_error,
+}
+
+
+async def read_json(request: Request, *, max_bytes: int) -> Any:
+    """Read a JSON body strictly, refusing it as soon as it passes ``max_bytes``."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise InvalidRequest("the request body must be application/json", code="unsupported_media_type")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"the request body is larger than {max_bytes} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise PayloadTooLarge(f"the request body is larger than {max_bytes} bytes")
+    return loads_json(bytes(body), field="request body")
+
+
+def json_object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return value
+
+
+def require_string(body: dict[str, Any], key: str, *, max_length: int = 4096) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value or len(value) > max_length:
+        raise InvalidRequest(f"{key!r} must be a non-empty string of at most {max_length} characters")
+    return value
+
+
+def require_origin(request: Request, allowed: Collection[str]) -> str:
+    """CSRF defence for browser POSTs (SECURITY W6): the Origin must be allowlisted."""
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null" or origin not in allowed:
+        raise Forbidden(f"requests from origin {origin!r} are not accepted here", code="origin_not_allowed")
+    return origin
+
+
+def cors_headers(request: Request, allowed: Collection[str], *, methods: str = "POST") -> dict[str, str]:
+    """CORS for one browser-facing endpoint (SECURITY W4): exact allowlisted origins only.
+
+    No credentials are ever allowed (the assertion is the credential), and
+    ``Vary: Origin`` keeps caches from serving one origin's answer to another.
+    """
+    headers = {"Vary": "Origin"}
+    origin = request.headers.get("origin")
+    if origin and origin != "null" and origin in allowed:
+        headers.update({
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Methods": methods,
+            "Access-Control-Allow-Headers": "Content-Type",
+            "Access-Control-Max-Age": "600",
+        })
+    return headers
+
+
+class DefaultHeaders:
+    """Pure ASGI middleware: issuer responses refuse framing unless a route allowed it (W1)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_defaults(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+            await send(message)
+
+        await self.app(scope, receive, send_with_defaults)
+
+
+class WidgetFiles:
+    """Static widget files, loadable as ES modules from the merchants' pages.
+
+    A cross-origin ``<script type="module">`` needs CORS; only configured
+    merchant origins get it (no credentials are involved).
+    """
+
+    def __init__(self, app: ASGIApp, merchant_origins: Collection[str]) -> None:
+        self.app = app
+        self.merchant_origins = frozenset(merchant_origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["Vary"] = "Origin"
+                headers["Cross-Origin-Resource-Policy"] = "cross-origin"
+                if origin in self.merchant_origins:
+                    headers["Access-Control-Allow-Origin"] = origin
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)

@@ -1,0 +1,3 @@
+# Put tests/ on sys.path so test modules can `from softauthn import ...`
+# whatever pytest's import mode or the directory pytest is started from.
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).parent))
