@@ -38,6 +38,7 @@ _MARKER_PREFIXES = (b"</head", b"</body")
 _MARKER_PREFIX_LEN = 6
 _ATTR_NAME = re.compile(r"[a-z][a-z0-9_.:-]*\Z")
 _NO_BODY_STATUSES = frozenset({204, 304})
+_INSPECTED = frozenset({b"content-type", b"content-encoding", b"content-length", b"etag", b"permissions-policy"})
 
 # Per-response states of _Responder.
 _AWAIT_START, _PASS, _STREAM, _HOLD = range(4)
@@ -66,6 +67,7 @@ class SPCMerchantMiddleware:
         self.override_disabled = override_disabled_payment
         # Most pages send no policy of their own: that header is computed once.
         self.default_policy = delegate_features(None, self.issuer_origins, features=self.features).header
+        self.default_policy_raw = (b"permissions-policy", self.default_policy.encode("latin-1"))
         self.snippet: bytes | None = None
         if script_url is not None:
             self.snippet = script_tag(script_url, script_attrs or {})
@@ -82,11 +84,11 @@ class SPCMerchantMiddleware:
         snippet = None if scope["method"] == "HEAD" else self.snippet
         await self.app(scope, receive, _Responder(self, send, snippet).send)
 
-    def apply_policy(self, headers: MutableHeaders) -> None:
-        existing = headers.getlist("permissions-policy")
-        if not existing:
-            headers["Permissions-Policy"] = self.default_policy
+    def apply_policy(self, headers: MutableHeaders, app_sent_policy: bool) -> None:
+        if not app_sent_policy:
+            headers.raw.append(self.default_policy_raw)
             return
+        existing = headers.getlist("permissions-policy")
         # Several header lines form one comma-joined field (RFC 9110 §5.3).
         merged = self._merged_policy(", ".join(existing))
         if merged is not None:
@@ -135,12 +137,19 @@ def script_tag(script_url: str, attrs: Mapping[str, str | bool]) -> bytes:
     return tag.encode("ascii")
 
 
-def _is_html(content_type: str | None) -> bool:
-    return content_type is not None and content_type.partition(";")[0].strip().lower() == "text/html"
+def _is_html(content_type: bytes | None) -> bool:
+    return content_type is not None and content_type.partition(b";")[0].strip().lower() == b"text/html"
 
 
-def _is_encoded(headers: MutableHeaders) -> bool:
-    return headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
+def _is_encoded(content_encoding: bytes | None) -> bool:
+    return content_encoding is not None and content_encoding.strip().lower() not in (b"", b"identity")
+
+
+def _weaken_etag(headers: MutableHeaders, etag: bytes | None) -> None:
+    # The page may change: a strong ETag would let If-Range splice byte ranges
+    # of the unmodified page into the modified one (nginx's sub_filter does the same).
+    if etag is not None and not etag.startswith(b"W/"):
+        headers["etag"] = "W/" + etag.decode("latin-1")
 
 
 def _partial_marker_len(data: bytes) -> int:
@@ -152,6 +161,12 @@ def _partial_marker_len(data: bytes) -> int:
             return len(tail) - start
         start = tail.find(b"<", start + 1)
     return 0
+
+
+def _insert(data: bytes, at: int, snippet: bytes) -> bytes:
+    # Join memoryview slices: one copy of the page instead of two.
+    with memoryview(data) as view:
+        return b"".join((view[:at], snippet, view[at:]))
 
 
 class _Responder:
@@ -188,20 +203,27 @@ class _Responder:
         status = message["status"]
         message.setdefault("headers", [])
         headers = MutableHeaders(scope=message)
-        if status < 200 or status in _NO_BODY_STATUSES or not _is_html(headers.get("content-type")):
+        # One pass over the raw headers (ASGI names are lowercase): Headers.get()
+        # raises and catches a KeyError for every absent name.
+        seen = {name: value for name, value in headers.raw if name in _INSPECTED}
+        if status < 200 or status in _NO_BODY_STATUSES or not _is_html(seen.get(b"content-type")):
             await self.downstream(message)
             return
-        self.middleware.apply_policy(headers)
+        self.middleware.apply_policy(headers, app_sent_policy=b"permissions-policy" in seen)
         # 206 carries a byte range of the page: inserting bytes would corrupt it.
-        if self.snippet is None or status == 206 or _is_encoded(headers):
+        if self.snippet is None or status == 206 or _is_encoded(seen.get(b"content-encoding")):
             await self.downstream(message)
             return
-        length = headers.get("content-length")
+        length = seen.get(b"content-length")
+        if length is not None and not length.isdigit():
+            await self.downstream(message)
+            return
+        _weaken_etag(headers, seen.get(b"etag"))
         if length is None:
             # Chunked: send headers now and scan the chunks as they stream past.
             self.state = _STREAM
             await self.downstream(message)
-        elif length.isascii() and length.isdigit():
+        else:
             # The new Content-Length depends on finding the marker: hold the
             # headers until it is found or max_scan_bytes have gone by.
             self.state = _HOLD
@@ -214,8 +236,7 @@ class _Responder:
         self.pending = b""
         match = _MARKER.search(data)
         if match is not None:
-            at = match.start()
-            data = b"".join((data[:at], snippet, data[at:]))
+            data = _insert(data, match.start(), snippet)
             self.state = _PASS
         elif message.get("more_body", False):
             keep = _partial_marker_len(data)
@@ -235,8 +256,7 @@ class _Responder:
         more_body = message.get("more_body", False)
         match = _MARKER.search(data, resume)
         if match is not None:
-            at = match.start()
-            data = b"".join((data[:at], snippet, data[at:]))
+            data = _insert(data, match.start(), snippet)
             MutableHeaders(scope=self.start)["content-length"] = str(self.content_length + len(snippet))
         elif more_body and len(data) < self.middleware.max_scan_bytes:
             self.pending = data
