@@ -22,6 +22,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.path.is_relative_to(BROWSER_TESTS):
             item.add_marker(pytest.mark.browser)
+    # Browser tests run last: Playwright's sync API keeps an asyncio loop running
+    # in the main thread from the first browser test to the end of the session,
+    # and every later asyncio.run() or pytest-asyncio test would fail under it.
+    items.sort(key=lambda item: item.path.is_relative_to(BROWSER_TESTS))
 
 
 @pytest.fixture(scope="session")
