@@ -15,22 +15,42 @@ from .errors import (
     VerificationError,
 )
 from .issuer import Issuer
+from .payment import (
+    ExpectedPayment,
+    VerifiedPayment,
+    payment_request_options,
+    verify_fallback_assertion,
+    verify_payment_assertion,
+)
+from .results import ResultSigner, verify_result_token
 from .storage import Store
 from .tokens import EnrollmentToken
+from .transactions import TransactionData, canonical_json, parse_transaction_data, transaction_hash
 
 __all__ = [
     "AssertionRejected",
     "ConfigurationError",
     "EnrollmentToken",
+    "ExpectedPayment",
     "InvalidRequest",
     "Issuer",
     "IssuerConfig",
     "Merchant",
     "RegistrationError",
+    "ResultSigner",
     "SPCEmbedError",
     "Store",
     "TokenError",
     "TokenExpired",
     "TokenUsed",
+    "TransactionData",
     "VerificationError",
+    "VerifiedPayment",
+    "canonical_json",
+    "parse_transaction_data",
+    "payment_request_options",
+    "transaction_hash",
+    "verify_fallback_assertion",
+    "verify_payment_assertion",
+    "verify_result_token",
 ]

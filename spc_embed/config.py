@@ -89,7 +89,9 @@ class IssuerConfig:
     ``secret_keys`` rotate: the first key signs, every key verifies, so a new
     key goes first and an old one is dropped once its tokens have expired.
     ``signing_keys`` are PEM private keys (EC P-256) for result JWTs, with the
-    same rotation rule.
+    same rotation rule; at least one is required. ``admin_api_keys`` guard the
+    issuer-backend endpoints (credential management, listings across merchants);
+    like merchant keys only their SHA-256 digests are kept.
     """
 
     rp_id: str
@@ -105,6 +107,8 @@ class IssuerConfig:
     result_token_ttl: int = 5 * 60
     allowed_attestation_formats: tuple[str, ...] = ("none", "packed")
     max_body_bytes: int = 64 * 1024
+    admin_api_keys: tuple[str, ...] = field(default=(), repr=False)
+    admin_api_key_hashes: tuple[str, ...] = field(default=(), init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.rp_id, str) or not self.rp_id or self.rp_id != self.rp_id.lower():
@@ -125,7 +129,8 @@ class IssuerConfig:
         if len(set(ids)) != len(ids):
             raise ConfigurationError(f"merchant ids must be unique, got {ids}")
         object.__setattr__(self, "merchants", merchants)
-        object.__setattr__(self, "signing_keys", tuple(self.signing_keys))
+        self._check_signing_keys()
+        self._check_admin_keys()
         object.__setattr__(self, "allowed_attestation_formats", tuple(self.allowed_attestation_formats))
         for name in ("enrollment_ttl", "challenge_ttl", "transaction_ttl", "result_token_ttl", "max_body_bytes"):
             value = getattr(self, name)
@@ -151,11 +156,38 @@ class IssuerConfig:
                 )
         object.__setattr__(self, "secret_keys", keys)
 
+    def _check_signing_keys(self) -> None:
+        from .results import load_signing_key
+
+        if isinstance(self.signing_keys, str):
+            raise ConfigurationError("signing_keys must be a list of PEM keys, newest first")
+        keys = tuple(self.signing_keys)
+        if not keys:
+            raise ConfigurationError(
+                "signing_keys is empty: result tokens need at least one EC P-256 private key in PEM; generate one "
+                "with `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`"
+            )
+        for key in keys:
+            load_signing_key(key)  # raises ConfigurationError naming the problem
+        object.__setattr__(self, "signing_keys", keys)
+
+    def _check_admin_keys(self) -> None:
+        if isinstance(self.admin_api_keys, str):
+            raise ConfigurationError("admin_api_keys must be a list, not a string")
+        for key in self.admin_api_keys:
+            if not isinstance(key, str) or len(key) < 24:
+                raise ConfigurationError("every admin API key must be a string of at least 24 characters")
+        object.__setattr__(self, "admin_api_key_hashes", tuple(hash_api_key(k) for k in self.admin_api_keys))
+        object.__setattr__(self, "admin_api_keys", ())
+
     def merchant(self, merchant_id: str) -> Merchant | None:
         return next((m for m in self.merchants if m.id == merchant_id), None)
 
     def merchant_for_origin(self, origin: str) -> Merchant | None:
         return next((m for m in self.merchants if origin in m.origins), None)
+
+    def merchants_for_origin(self, origin: str) -> tuple[Merchant, ...]:
+        return tuple(m for m in self.merchants if origin in m.origins)
 
     @property
     def merchant_origins(self) -> frozenset[str]:
@@ -204,6 +236,8 @@ class IssuerConfig:
                     raise ConfigurationError(f"{prefix}{name.upper()} must be an integer") from exc
         if prefix + "DATABASE_URL" in env:
             optional["database_url"] = env[prefix + "DATABASE_URL"]
+        if prefix + "ADMIN_API_KEYS" in env:
+            optional["admin_api_keys"] = split(env[prefix + "ADMIN_API_KEYS"])
         if prefix + "ATTESTATION_FORMATS" in env:
             optional["allowed_attestation_formats"] = split(env[prefix + "ATTESTATION_FORMATS"])
         signing = env.get(prefix + "SIGNING_KEYS_FILE")

@@ -22,8 +22,10 @@ from starlette.templating import Jinja2Templates
 
 from .config import IssuerConfig
 from .errors import ConfigurationError
+from .results import ResultSigner
 from .storage import Store
 from .tokens import EnrollmentToken, EnrollmentTokens
+from .transaction_routes import PaymentHandles, transaction_routes
 from .web import EXCEPTION_HANDLERS, DefaultHeaders, WidgetFiles
 
 
@@ -52,6 +54,9 @@ class Issuer:
         self.clock = clock
         self.store = store or Store(config.database_url, clock=clock)
         self.enrollment_tokens = EnrollmentTokens(config.secret_keys, max_age=config.enrollment_ttl, clock=clock)
+        self.result_signer = ResultSigner(config.signing_keys, issuer=config.origin + mount_path,
+                                          ttl=config.result_token_ttl, clock=clock)
+        self.payment_handles = PaymentHandles(config.secret_keys, max_age=config.transaction_ttl, clock=clock)
         # Host templates first, so an issuer can restyle a page by shipping a
         # file with the same name (e.g. "spc_embed/enroll.html").
         loader = jinja2.ChoiceLoader([
@@ -97,6 +102,7 @@ class Issuer:
 
         routes = [
             *enrollment_routes(self),
+            *transaction_routes(self),
             Mount("/widget", app=WidgetFiles(StaticFiles(directory=widget_directory()), self.config.merchant_origins),
                   name="widget"),
         ]

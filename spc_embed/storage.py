@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from .errors import ChallengeError, Conflict, TokenUsed
+from .errors import AssertionRejected, ChallengeError, Conflict, TokenUsed
+from .transactions import EXPIRED, FAILED, PENDING, SUCCEEDED
 
 metadata = sa.MetaData()
 
@@ -76,6 +78,44 @@ used_tokens = sa.Table(
     sa.Column("used_at", sa.Float(precision=53), nullable=False),
 )
 
+transactions = sa.Table(
+    "spc_transactions",
+    metadata,
+    # The primary key is the tenant-wide uniqueness of transaction ids (SECURITY.md T2).
+    sa.Column("tenant_id", sa.String(255), primary_key=True),
+    sa.Column("transaction_id", sa.String(128), primary_key=True),
+    sa.Column("user_id", sa.String(255), nullable=False),
+    sa.Column("data_json", sa.Text, nullable=False),  # transaction_data as the merchant sent it
+    sa.Column("data_hash", sa.String(64), nullable=False),
+    sa.Column("challenge", sa.String(128), nullable=False, unique=True),
+    # What initialize returned (the SPC request data), i.e. what the assertion must match.
+    sa.Column("expected_json", sa.Text, nullable=False),
+    sa.Column("merchant_origin", sa.String(255), nullable=False),
+    sa.Column("credential_ids", sa.Text, nullable=False),  # offered, JSON list of base64url
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("failure_reason", sa.String(32)),
+    sa.Column("created_at", sa.Float(precision=53), nullable=False),
+    sa.Column("expires_at", sa.Float(precision=53), nullable=False),
+    sa.Column("finalized_at", sa.Float(precision=53)),
+    sa.Column("credential_id", sa.LargeBinary(1023)),  # the one that confirmed it
+    sa.Column("method", sa.String(16)),  # "spc" or "fallback"
+    sa.Column("browser_bound_public_key", sa.LargeBinary),  # COSE, verified (SPC browser binding)
+    sa.Index("ix_spc_transactions_user", "tenant_id", "user_id"),
+)
+
+opt_outs = sa.Table(
+    "spc_opt_outs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", sa.String(255), nullable=False),
+    sa.Column("user_id", sa.String(255), nullable=False),
+    sa.Column("transaction_id", sa.String(128), nullable=False),
+    sa.Column("credential_ids", sa.Text, nullable=False),  # those offered when the user opted out
+    sa.Column("reported_by", sa.String(300), nullable=False),  # "api_key" or "origin https://..."
+    sa.Column("reported_at", sa.Float(precision=53), nullable=False),
+    sa.Index("ix_spc_opt_outs_user", "tenant_id", "user_id"),
+)
+
 
 @dataclass(frozen=True)
 class User:
@@ -116,6 +156,37 @@ class Challenge:
     used_at: float | None = None
 
 
+@dataclass(frozen=True)
+class TransactionRecord:
+    tenant_id: str
+    transaction_id: str
+    user_id: str
+    data: dict[str, Any]
+    data_hash: str
+    challenge: str
+    expected: dict[str, Any]
+    merchant_origin: str
+    credential_ids: tuple[str, ...]  # base64url, as offered
+    state: str
+    created_at: float
+    expires_at: float
+    failure_reason: str | None = None
+    finalized_at: float | None = None
+    credential_id: bytes | None = None
+    method: str | None = None
+    browser_bound_public_key: bytes | None = None
+
+
+@dataclass(frozen=True)
+class OptOut:
+    tenant_id: str
+    user_id: str
+    transaction_id: str
+    credential_ids: tuple[str, ...]
+    reported_by: str
+    reported_at: float
+
+
 def async_url(url: str) -> str:
     """Map the plain URLs users write to the async drivers SQLAlchemy needs."""
     for plain, driver in (
@@ -126,6 +197,14 @@ def async_url(url: str) -> str:
         if url.startswith(plain):
             return driver + url[len(plain) :]
     return url
+
+
+def _transaction(row: Any) -> TransactionRecord:
+    values = dict(row._mapping)
+    values["data"] = json.loads(values.pop("data_json"))
+    values["expected"] = json.loads(values.pop("expected_json"))
+    values["credential_ids"] = tuple(json.loads(values["credential_ids"]))
+    return TransactionRecord(**values)
 
 
 def _credential(row: Any) -> Credential:
@@ -315,6 +394,168 @@ class Store:
         )
         return result.rowcount == 1
 
+    # Transactions
+
+    async def create_transaction(self, record: TransactionRecord) -> None:
+        """Insert a pending transaction and its payment challenge; a reused id is Conflict (409).
+
+        Uniqueness is the primary key's, never a read before the insert, so N
+        concurrent initializes with one id give one row and N-1 conflicts.
+        """
+        await self.ready()
+        values = {k: getattr(record, k) for k in transactions.c.keys() if hasattr(record, k)}
+        values.update(
+            data_json=json.dumps(record.data, separators=(",", ":")),
+            expected_json=json.dumps(record.expected, separators=(",", ":")),
+            credential_ids=json.dumps(list(record.credential_ids)),
+        )
+        async with self.engine.begin() as conn:
+            try:
+                await conn.execute(transactions.insert().values(**values))
+            except IntegrityError as exc:
+                raise Conflict(f"transaction id {record.transaction_id!r} is already used by this merchant",
+                               code="transaction_exists") from exc
+            await conn.execute(challenges.insert().values(
+                challenge=record.challenge, purpose=PAYMENT, subject=payment_subject(record.tenant_id,
+                                                                                     record.transaction_id),
+                user_id=record.user_id, expires_at=record.expires_at, used_at=None,
+            ))
+
+    async def get_transaction(self, tenant_id: str, transaction_id: str) -> TransactionRecord | None:
+        await self.ready()
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(transactions).where(
+                transactions.c.tenant_id == tenant_id, transactions.c.transaction_id == transaction_id,
+            ))).first()
+        return _transaction(row) if row else None
+
+    async def find_transactions(self, tenant_ids: Collection[str], *, transaction_id: str | None = None,
+                                challenge: str | None = None) -> list[TransactionRecord]:
+        """Transactions of any of ``tenant_ids`` with this id or this challenge (at most one per tenant)."""
+        await self.ready()
+        query = sa.select(transactions).where(transactions.c.tenant_id.in_(list(tenant_ids)))
+        if transaction_id is not None:
+            query = query.where(transactions.c.transaction_id == transaction_id)
+        if challenge is not None:
+            query = query.where(transactions.c.challenge == challenge)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query.limit(2))).all()
+        return [_transaction(r) for r in rows]
+
+    async def list_transactions(self, user_id: str, *, tenant_id: str | None = None,
+                                limit: int = 100) -> list[TransactionRecord]:
+        """A user's transactions, newest first; pending ones past their TTL are marked expired first."""
+        await self.expire_due()
+        query = sa.select(transactions).where(transactions.c.user_id == user_id)
+        if tenant_id is not None:
+            query = query.where(transactions.c.tenant_id == tenant_id)
+        query = query.order_by(transactions.c.created_at.desc(), transactions.c.transaction_id).limit(limit)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_transaction(r) for r in rows]
+
+    async def expire_due(self) -> int:
+        """Move every pending transaction past its TTL to expired (forward only)."""
+        await self.ready()
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                transactions.update()
+                .where(transactions.c.state == PENDING, transactions.c.expires_at <= self.now())
+                .values(state=EXPIRED)
+            )
+        return result.rowcount
+
+    async def finalize_transaction(
+        self, tenant_id: str, transaction_id: str, *, challenge: str, credential_id: bytes,
+        expected_sign_count: int, new_sign_count: int, backed_up: bool, method: str,
+        browser_bound_public_key: bytes | None,
+    ) -> None:
+        """Complete a verified transaction: all of it in one database transaction, or nothing.
+
+        Consumes the payment challenge, advances the credential's sign count from
+        the value the verifier saw (compare-and-set), and moves the transaction
+        from pending to succeeded; if any of the three conditional updates
+        matches no row (a parallel submit won, the TTL passed, the credential
+        was revoked), everything rolls back (SECURITY.md A10, S8, T3).
+        """
+        await self.ready()
+        now = self.now()
+        async with self.engine.begin() as conn:
+            # Writes only, first statement included: a SQLite reader upgrading to a writer could not wait.
+            if not await self._consume_challenge(conn, challenge, purpose=PAYMENT,
+                                                 subject=payment_subject(tenant_id, transaction_id)):
+                raise ChallengeError("this transaction's challenge is expired or was already used",
+                                     code="challenge_used")
+            used = await conn.execute(
+                credentials.update()
+                .where(credentials.c.credential_id == credential_id,
+                       credentials.c.sign_count == expected_sign_count,
+                       credentials.c.revoked_at.is_(None))
+                .values(sign_count=new_sign_count, backed_up=backed_up, last_used_at=now)
+            )
+            if used.rowcount != 1:
+                raise AssertionRejected("the credential was used or revoked concurrently", code="credential_in_use")
+            moved = await conn.execute(
+                transactions.update()
+                .where(transactions.c.tenant_id == tenant_id, transactions.c.transaction_id == transaction_id,
+                       transactions.c.challenge == challenge, transactions.c.state == PENDING,
+                       transactions.c.expires_at > now)
+                .values(state=SUCCEEDED, finalized_at=now, credential_id=credential_id, method=method,
+                        browser_bound_public_key=browser_bound_public_key)
+            )
+            if moved.rowcount != 1:
+                raise Conflict("the transaction is no longer pending", code="transaction_not_pending")
+
+    async def record_opt_out(self, tenant_id: str, transaction_id: str, *, reported_by: str) -> OptOut:
+        """The user chose "opt out" in the SPC dialog: fail the transaction, burn its challenge, record it."""
+        await self.ready()
+        now = self.now()
+        async with self.engine.begin() as conn:
+            moved = await conn.execute(
+                transactions.update()
+                .where(transactions.c.tenant_id == tenant_id, transactions.c.transaction_id == transaction_id,
+                       transactions.c.state == PENDING, transactions.c.expires_at > now)
+                .values(state=FAILED, failure_reason="opt_out", finalized_at=now)
+            )
+            if moved.rowcount != 1:
+                raise Conflict("the transaction is no longer pending", code="transaction_not_pending")
+            row = (await conn.execute(sa.select(transactions).where(
+                transactions.c.tenant_id == tenant_id, transactions.c.transaction_id == transaction_id,
+            ))).one()
+            record = _transaction(row)
+            await conn.execute(challenges.update().where(challenges.c.challenge == record.challenge)
+                               .values(used_at=now))
+            opt_out = OptOut(tenant_id=tenant_id, user_id=record.user_id, transaction_id=transaction_id,
+                             credential_ids=record.credential_ids, reported_by=reported_by, reported_at=now)
+            await conn.execute(opt_outs.insert().values(
+                tenant_id=tenant_id, user_id=record.user_id, transaction_id=transaction_id,
+                credential_ids=json.dumps(list(record.credential_ids)), reported_by=reported_by, reported_at=now,
+            ))
+        return opt_out
+
+    async def latest_opt_out(self, tenant_id: str, user_id: str) -> float | None:
+        """When the user last opted out at this merchant, if ever."""
+        await self.ready()
+        async with self.engine.connect() as conn:
+            value = (await conn.execute(
+                sa.select(sa.func.max(opt_outs.c.reported_at))
+                .where(opt_outs.c.tenant_id == tenant_id, opt_outs.c.user_id == user_id)
+            )).scalar()
+        return value
+
+    async def list_opt_outs(self, user_id: str) -> list[OptOut]:
+        await self.ready()
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                sa.select(opt_outs).where(opt_outs.c.user_id == user_id).order_by(opt_outs.c.reported_at)
+            )).all()
+        return [
+            OptOut(tenant_id=r.tenant_id, user_id=r.user_id, transaction_id=r.transaction_id,
+                   credential_ids=tuple(json.loads(r.credential_ids)), reported_by=r.reported_by,
+                   reported_at=r.reported_at)
+            for r in rows
+        ]
+
     # Single-use tokens
 
     async def is_token_used(self, token_id: str) -> bool:
@@ -322,6 +563,14 @@ class Store:
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(used_tokens.c.token_id).where(used_tokens.c.token_id == token_id))).first()
         return row is not None
+
+
+PAYMENT = "payment"
+
+
+def payment_subject(tenant_id: str, transaction_id: str) -> str:
+    """The challenge subject binding a payment challenge to one tenant's transaction."""
+    return json.dumps([tenant_id, transaction_id], separators=(",", ":"))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

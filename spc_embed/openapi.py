@@ -1,0 +1,338 @@
+"""The OpenAPI 3.1 description of the issuer app, served at ``GET /openapi.json``.
+
+Written by hand next to the routes and kept true by tests/test_transaction_api.py:
+every route of the app is documented, every documented path and method is a
+route, and each request example is accepted by its handler.
+The static widget files (``/widget/...``) are not API and are left out.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .issuer import Issuer
+
+EXAMPLE_TRANSACTION_DATA = {
+    "amount": "100.00",
+    "currency": "EUR",
+    "payee_name": "Example Shop",
+    "payee_origin": "https://shop.example",
+    "order": "A-1042",
+}
+EXAMPLE_CREDENTIAL = {
+    "id": "AAECAwQFBgcICQoLDA0ODw",
+    "rawId": "AAECAwQFBgcICQoLDA0ODw",
+    "type": "public-key",
+    "authenticatorAttachment": "platform",
+    "clientExtensionResults": {},
+    "response": {
+        "clientDataJSON": "eyJ0eXBlIjoicGF5bWVudC5nZXQiLCJjaGFsbGVuZ2UiOiJBQUFBQUFBQUFBQUFBQUFBQUFBQUFBIiwib3JpZ2luIjoi"
+                          "aHR0cHM6Ly9zaG9wLmV4YW1wbGUifQ",
+        "authenticatorData": "SZYN5YgOjGh0NBcPZHZgW4_krrmihjLHmVzzuoMdl2MFAAAAAQ",
+        "signature": "MEUCIQDq",
+        "userHandle": "dXNlcg",
+    },
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
+    content: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        content["example"] = example
+    return {"content": {"application/json": content}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    reasons = {400: "Malformed input or a failed verification", 401: "Missing, wrong or revoked API key",
+               403: "Origin not allowed", 404: "Not found (also for another merchant's transaction)",
+               409: "Duplicate transaction id, or the transaction is no longer pending",
+               413: "Body larger than max_body_bytes"}
+    return {str(s): {"description": reasons[s], **_json(_ref("Error"))} for s in statuses}
+
+
+def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"200": {"description": description, **_json(schema)}}
+
+
+MERCHANT_KEY = [{"apiKey": []}, {"bearer": []}]
+MERCHANT_KEY_OR_ORIGIN = [{"apiKey": []}, {"bearer": []}, {}]
+
+_STRING = {"type": "string"}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object", "required": ["code", "message"],
+        "properties": {"code": {"type": "string", "description": "Stable machine-readable code"},
+                       "message": {"type": "string"}},
+    },
+    "TransactionData": {
+        "type": "object", "required": ["amount", "currency"],
+        "description": "Free-form members are kept and hashed; non-integer numbers are refused. "
+                       "At least one of payee_name and payee_origin. The hash is SHA-256 over the RFC 8785 "
+                       "serialization, base64url.",
+        "properties": {
+            "amount": {"type": "string", "pattern": r"^(0|[1-9][0-9]{0,14})(\.[0-9]{1,4})?$",
+                       "description": "Canonical decimal; the SPC total.value must be this exact string"},
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "payee_name": _STRING,
+            "payee_origin": {"type": "string", "description": "https origin as browsers serialize it"},
+            "merchant_origin": {"type": "string",
+                                "description": "The page that calls SPC; required when the merchant has several"},
+            "payment_entities_logos": {"type": "array", "items": {
+                "type": "object", "required": ["url", "label"],
+                "properties": {"url": _STRING, "label": _STRING}}},
+        },
+        "additionalProperties": True,
+    },
+    "InitializeRequest": {
+        "type": "object", "required": ["user_id", "transaction_id", "transaction_data"],
+        "properties": {
+            "user_id": {"type": "string", "maxLength": 255},
+            "transaction_id": {"type": "string", "maxLength": 128, "description": "Unique per merchant"},
+            "transaction_data": _ref("TransactionData"),
+            "show_opt_out": {"type": "boolean", "default": False},
+        },
+    },
+    "PublicKeyCredentialRequestOptionsJSON": {
+        "type": "object", "required": ["challenge", "rpId", "allowCredentials", "userVerification", "timeout"],
+        "properties": {
+            "challenge": _STRING, "rpId": _STRING, "timeout": {"type": "integer"},
+            "userVerification": {"const": "required"},
+            "allowCredentials": {"type": "array", "items": {"type": "object", "properties": {
+                "type": {"const": "public-key"}, "id": _STRING,
+                "transports": {"type": "array", "items": _STRING}}}},
+        },
+    },
+    "SecurePaymentConfirmationRequestJSON": {
+        "type": "object", "required": ["rpId", "challenge", "credentialIds", "instrument", "timeout"],
+        "description": "SecurePaymentConfirmationRequest with binary members as base64url. credentialIds is "
+                       "empty and instrument null alike for an unknown user and a user without credentials.",
+        "properties": {
+            "rpId": _STRING, "challenge": _STRING, "timeout": {"type": "integer"},
+            "credentialIds": {"type": "array", "items": _STRING},
+            "instrument": {"type": ["object", "null"], "properties": {
+                "displayName": _STRING, "icon": _STRING, "iconMustBeShown": {"type": "boolean"}}},
+            "payeeName": _STRING, "payeeOrigin": _STRING, "showOptOut": {"type": "boolean"},
+            "paymentEntitiesLogos": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "InitializeResponse": {
+        "type": "object",
+        "required": ["publicKey", "secure_payment_confirmation", "total", "transaction_id", "transaction_hash",
+                     "merchant_origin", "expires_at", "fallback_url"],
+        "properties": {
+            "publicKey": _ref("PublicKeyCredentialRequestOptionsJSON"),
+            "mediation": {"const": "optional"},
+            "secure_payment_confirmation": _ref("SecurePaymentConfirmationRequestJSON"),
+            "total": {"type": "object", "required": ["currency", "value"],
+                      "properties": {"currency": _STRING, "value": _STRING},
+                      "description": "PaymentRequest details.total.amount, exactly"},
+            "transaction_id": _STRING, "transaction_hash": _STRING, "merchant_origin": _STRING,
+            "expires_at": {"type": "integer", "description": "Unix time"},
+            "fallback_url": {"type": "string",
+                             "description": "Issuer iframe page confirming this transaction without SPC"},
+        },
+    },
+    "AuthenticationResponseJSON": {
+        "type": "object", "required": ["id", "rawId", "type", "response"],
+        "description": "PublicKeyCredential.toJSON() of the SPC (or WebAuthn) result",
+        "properties": {
+            "id": _STRING, "rawId": _STRING, "type": {"const": "public-key"},
+            "authenticatorAttachment": _STRING, "clientExtensionResults": {"type": "object"},
+            "response": {"type": "object", "required": ["clientDataJSON", "authenticatorData", "signature"],
+                         "properties": {"clientDataJSON": _STRING, "authenticatorData": _STRING,
+                                        "signature": _STRING, "userHandle": _NULLABLE_STRING}},
+        },
+    },
+    "FinalizeRequest": {
+        "oneOf": [
+            {"type": "object", "required": ["transaction_id", "credential"],
+             "properties": {"transaction_id": _STRING, "credential": _ref("AuthenticationResponseJSON")}},
+            {**_ref("AuthenticationResponseJSON"),
+             "description": "Hanko Passkey API shape: the transaction is found by the challenge"},
+        ],
+    },
+    "TokenResponse": {
+        "type": "object", "required": ["token"],
+        "properties": {"token": {"type": "string", "description": "ES256 JWT: iss, sub, aud (merchant id), iat, "
+                                 "exp, jti, cred, trans {id, hash, method: spc|fallback}; keys at "
+                                 "/.well-known/jwks.json"}},
+    },
+    "OptOutRequest": {"type": "object", "required": ["transaction_id"], "properties": {"transaction_id": _STRING}},
+    "OptOutResponse": {"type": "object", "required": ["outcome", "transaction_id"],
+                       "properties": {"outcome": {"const": "opted_out"}, "transaction_id": _STRING}},
+    "Transaction": {
+        "type": "object",
+        "properties": {
+            "tenant_id": _STRING, "transaction_id": _STRING, "user_id": _STRING,
+            "state": {"enum": ["pending", "succeeded", "failed", "expired"]},
+            "failure_reason": _NULLABLE_STRING, "method": {"enum": ["spc", "fallback", None]},
+            "credential_id": _NULLABLE_STRING, "merchant_origin": _STRING,
+            "transaction_data": _ref("TransactionData"), "transaction_hash": _STRING,
+            "created_at": {"type": "number"}, "expires_at": {"type": "number"},
+            "finalized_at": {"type": ["number", "null"]}, "browser_bound_public_key": _NULLABLE_STRING,
+        },
+    },
+    "TransactionList": {"type": "object", "required": ["transactions"],
+                        "properties": {"transactions": {"type": "array", "items": _ref("Transaction")}}},
+    "Credential": {
+        "type": "object",
+        "properties": {
+            "id": _STRING, "user_id": _STRING, "name": _STRING, "instrument_name": _STRING,
+            "instrument_icon": _STRING, "enrolled_origin": _STRING, "aaguid": _STRING,
+            "transports": {"type": "array", "items": _STRING}, "backup_eligible": {"type": "boolean"},
+            "backed_up": {"type": "boolean"}, "created_at": {"type": "number"},
+            "last_used_at": {"type": ["number", "null"]},
+        },
+    },
+    "CredentialList": {"type": "object", "required": ["credentials"],
+                       "properties": {"credentials": {"type": "array", "items": _ref("Credential")}}},
+    "RenameCredentialRequest": {"type": "object", "required": ["name"],
+                                "properties": {"name": {"type": "string", "maxLength": 255}}},
+    "JWKS": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array", "items": {
+        "type": "object", "required": ["kty", "crv", "x", "y", "kid", "alg", "use"]}}}},
+    "EnrollmentRequest": {"type": "object", "required": ["token"],
+                          "properties": {"token": _STRING, "credential": {"type": "object"}}},
+}
+
+
+def _paths() -> dict[str, Any]:
+    user_id = {"name": "user_id", "in": "query", "required": True, "schema": _STRING}
+    credential_id = {"name": "credential_id", "in": "path", "required": True, "schema": _STRING,
+                     "description": "base64url credential id"}
+    cors_preflight = {
+        "summary": "CORS preflight (only the merchants' origins are allowed; no credentials)",
+        "security": [],
+        "responses": {"204": {"description": "Access-Control-Allow-* for allowlisted origins, Vary: Origin"}},
+    }
+    return {
+        "/transaction/initialize": {"post": {
+            "summary": "Start a payment confirmation (Hanko Passkey API shape)",
+            "description": "Returns publicKey options for navigator.credentials.get(), the "
+                           "secure-payment-confirmation method data and total for PaymentRequest, and a signed "
+                           "fallback iframe URL. A transaction id is unique per merchant: a repeat is 409.",
+            "security": MERCHANT_KEY,
+            "requestBody": {"required": True, **_json(_ref("InitializeRequest"), {
+                "user_id": "customer-42", "transaction_id": "order-1042", "transaction_data": EXAMPLE_TRANSACTION_DATA,
+            })},
+            "responses": {**_ok("Options for SPC and for WebAuthn", _ref("InitializeResponse")),
+                          **_errors(400, 401, 409, 413)},
+        }},
+        "/transaction/finalize": {
+            "post": {
+                "summary": "Verify the assertion and complete the transaction",
+                "description": "With an API key from the merchant's backend, or without one from the merchant's "
+                               "page (CORS; the merchant is the one owning the Origin). Only payment.get "
+                               "assertions are accepted here.",
+                "security": MERCHANT_KEY_OR_ORIGIN,
+                "requestBody": {"required": True, **_json(_ref("FinalizeRequest"), {
+                    "transaction_id": "order-1042", "credential": EXAMPLE_CREDENTIAL,
+                })},
+                "responses": {**_ok("The signed result", _ref("TokenResponse")),
+                              **_errors(400, 401, 403, 404, 409, 413)},
+            },
+            "options": cors_preflight,
+        },
+        "/transaction/opt-out": {
+            "post": {
+                "summary": "Report that the user chose to opt out in the SPC dialog",
+                "description": "Records the opt-out, fails the transaction and stops offering the user's "
+                               "current credentials to this merchant.",
+                "security": MERCHANT_KEY_OR_ORIGIN,
+                "requestBody": {"required": True, **_json(_ref("OptOutRequest"), {"transaction_id": "order-1042"})},
+                "responses": {**_ok("Recorded", _ref("OptOutResponse")), **_errors(400, 401, 403, 404, 409)},
+            },
+            "options": cors_preflight,
+        },
+        "/transactions": {"get": {
+            "summary": "A user's transactions (a merchant key sees its own, the admin key all)",
+            "security": MERCHANT_KEY, "parameters": [user_id],
+            "responses": {**_ok("Newest first", _ref("TransactionList")), **_errors(400, 401)},
+        }},
+        "/credentials": {"get": {
+            "summary": "A user's active credentials (admin key)",
+            "security": MERCHANT_KEY, "parameters": [user_id],
+            "responses": {**_ok("Oldest first", _ref("CredentialList")), **_errors(400, 401)},
+        }},
+        "/credentials/{credential_id}": {
+            "patch": {
+                "summary": "Rename a credential (admin key)", "security": MERCHANT_KEY, "parameters": [credential_id],
+                "requestBody": {"required": True, **_json(_ref("RenameCredentialRequest"), {"name": "Work laptop"})},
+                "responses": {**_ok("The renamed credential", _ref("Credential")), **_errors(400, 401, 404)},
+            },
+            "delete": {
+                "summary": "Revoke a credential (admin key)", "security": MERCHANT_KEY, "parameters": [credential_id],
+                "responses": {"204": {"description": "Revoked"}, **_errors(401, 404)},
+            },
+        },
+        "/.well-known/jwks.json": {"get": {
+            "summary": "Public keys of the result tokens (kid = RFC 7638 thumbprint)", "security": [],
+            "responses": _ok("JWK Set", _ref("JWKS")),
+        }},
+        "/openapi.json": {"get": {
+            "summary": "This document", "security": [],
+            "responses": {"200": {"description": "OpenAPI 3.1", **_json({"type": "object"})}},
+        }},
+        "/pay": {"get": {
+            "summary": "Fallback iframe page for one transaction (HTML)", "security": [],
+            "parameters": [{"name": "handle", "in": "query", "required": True, "schema": _STRING}],
+            "responses": {"200": {"description": "HTML page, framable only by the transaction's merchant",
+                                  "content": {"text/html": {"schema": _STRING}}}},
+        }},
+        "/pay/finalize": {"post": {
+            "summary": "Complete a transaction from the fallback iframe (webauthn.get, Origin: the issuer)",
+            "security": [],
+            "requestBody": {"required": True, **_json({
+                "type": "object", "required": ["handle", "credential"],
+                "properties": {"handle": _STRING, "credential": _ref("AuthenticationResponseJSON")},
+            }, {"handle": "<from fallback_url>", "credential": EXAMPLE_CREDENTIAL})},
+            "responses": {**_ok("The signed result, for the iframe to post to the merchant page",
+                                _ref("TokenResponse")), **_errors(400, 401, 403, 404, 409)},
+        }},
+        "/enroll": {"get": {
+            "summary": "Enrolment iframe page (HTML)", "security": [],
+            "parameters": [{"name": "token", "in": "query", "required": True, "schema": _STRING}],
+            "responses": {"200": {"description": "HTML page", "content": {"text/html": {"schema": _STRING}}}},
+        }},
+        "/enroll/options": {"post": {
+            "summary": "Registration options for the enrolment iframe (Origin: the issuer)", "security": [],
+            "requestBody": {"required": True, **_json(_ref("EnrollmentRequest"), {"token": "<enrolment token>"})},
+            "responses": {**_ok("PublicKeyCredentialCreationOptionsJSON", {"type": "object"}),
+                          **_errors(400, 401, 403)},
+        }},
+        "/enroll/verify": {"post": {
+            "summary": "Verify and store the new credential (Origin: the issuer)", "security": [],
+            "requestBody": {"required": True, **_json(_ref("EnrollmentRequest"), {
+                "token": "<enrolment token>", "credential": {}})},
+            "responses": {**_ok("Enrolled", {"type": "object"}), **_errors(400, 401, 403, 409)},
+        }},
+    }
+
+
+def openapi_document(issuer: Issuer) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": f"{issuer.config.rp_name}: Secure Payment Confirmation (spc-embed)",
+            "version": "1",
+            "description": "Server-to-server calls authenticate with the apiKey header or Authorization: Bearer. "
+                           "Merchant keys act for their merchant; the admin keys (IssuerConfig.admin_api_keys) "
+                           "manage credentials and list across merchants. Every error is JSON "
+                           "{code, message} with a stable code.",
+        },
+        "servers": [{"url": issuer.base_url}],
+        "paths": _paths(),
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "apiKey"},
+                "bearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
+    }
