@@ -38,7 +38,23 @@ def normalize_origin(value: str, *, what: str = "origin") -> str:
         raise ConfigurationError(f"{what} {value!r} must be lower case")
     if parts.scheme == "http" and not is_localhost(parts.hostname):
         raise ConfigurationError(f"{what} {value!r} must use https (http only for localhost)")
+    # Rebuild the origin the way a browser serializes it and demand the exact
+    # same string: this refuses stray characters (which would also inject into
+    # CSP and Permissions-Policy values), empty, default and out-of-range ports.
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigurationError(f"{what} {value!r} has an invalid port") from exc
+    default_port = 443 if parts.scheme == "https" else 80
+    serialized = f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port not in (None, default_port) else "")
+    if not _HOST.fullmatch(parts.hostname) or port == 0 or value != serialized:
+        raise ConfigurationError(
+            f"{what} {value!r} is not a serialized origin; write it as a browser does, e.g. {serialized!r}"
+        )
     return value
+
+
+_HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
 
 def is_localhost(host: str) -> bool:

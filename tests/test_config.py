@@ -106,11 +106,6 @@ def test_origin_must_be_a_string() -> None:
         normalize_origin(["https://bank.test"])  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "normalize_origin accepts these; each ends up verbatim in CSP/allowlists where it either injects "
-    "(';', whitespace, newline) or can never equal a browser's serialized origin (empty, default or "
-    "out-of-range port). Reported to the config owner; remove this marker once config.py refuses them."
-))
 @pytest.mark.parametrize("origin", [
     "https://a.test;script-src *", "https://a b.test", "https://a.test\n", "https://a.test:", "https://a.test:443",
     "https://a.test:99999", "https://a.test:0443",
