@@ -15,6 +15,14 @@ from .errors import (
     VerificationError,
 )
 from .issuer import Issuer
+from .merchant import (
+    MergedPolicy,
+    PermissionsPolicyParseError,
+    SPCMerchantMiddleware,
+    delegate_features,
+    install_jinja_globals,
+    issuer_iframe,
+)
 from .payment import (
     ExpectedPayment,
     VerifiedPayment,
@@ -28,6 +36,12 @@ from .tokens import EnrollmentToken
 from .transactions import TransactionData, canonical_json, parse_transaction_data, transaction_hash
 
 __all__ = [
+    "MergedPolicy",
+    "PermissionsPolicyParseError",
+    "SPCMerchantMiddleware",
+    "delegate_features",
+    "install_jinja_globals",
+    "issuer_iframe",
     "AssertionRejected",
     "ConfigurationError",
     "EnrollmentToken",
