@@ -1,0 +1,147 @@
+// Secure Payment Confirmation on the merchant's checkout page.
+//
+//   import { availability, confirmPayment, mountEnrollment, mountFallback }
+//     from "https://bank.example/spc/widget/spc-merchant.js";
+//
+// Nothing here throws for what a browser or a user can do: every function
+// resolves to a plain object. Only programming errors (a mount URL whose
+// origin is not issuerOrigin) throw.
+
+import { base64urlToBuffer, credentialToJSON } from "./webauthn-json.js";
+
+const METHOD = "secure-payment-confirmation";
+const FEATURES = ["payment", "publickey-credentials-create", "publickey-credentials-get"];
+
+// How show() ends, as Chromium reports it (checked in tests/browser):
+const OUTCOMES = {
+  AbortError: "cancelled", // the user closed the dialog
+  NotAllowedError: "authenticate_another_way", // "verify another way", no matching passkey, UV refused
+  OptOutError: "opted_out", // the user chose the dialog's opt-out (showOptOut)
+  NotSupportedError: "unavailable", // SPC off or unsupported, or the card icon did not load
+};
+
+const unavailable = (reason) => ({ status: "unavailable", reason });
+
+/** {status: "available"} or {status: "unavailable", reason}. */
+export async function availability() {
+  if (typeof PaymentRequest !== "function") return unavailable("no-payment-request");
+  try {
+    if (typeof PaymentRequest.securePaymentConfirmationAvailability === "function") {
+      const answer = await PaymentRequest.securePaymentConfirmationAvailability();
+      return answer === "available" ? { status: answer } : unavailable(answer.replace(/^unavailable-/, ""));
+    }
+    // Older browsers: canMakePayment() on throwaway data tells whether SPC is supported at all.
+    const bytes = new Uint8Array(16);
+    const probe = new PaymentRequest([{ supportedMethods: METHOD, data: {
+      rpId: "spc.invalid", challenge: bytes, credentialIds: [bytes], payeeName: "probe",
+      instrument: { displayName: "probe", icon: "data:image/png;base64,iVBORw0KGgo=" },
+    } }], { total: { label: "probe", amount: { currency: "USD", value: "0" } } });
+    return (await probe.canMakePayment()) ? { status: "available" } : unavailable("cannot-make-payment");
+  } catch (error) {
+    return unavailable(error?.name || "error");
+  }
+}
+
+async function post(url, body) {
+  try {
+    // Cross-origin to the issuer: CORS, no cookies (the assertion itself is the credential).
+    const response = await fetch(url, {
+      method: "POST", mode: "cors", credentials: "omit", cache: "no-store",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+    const data = await response.json().catch(() => ({}));
+    return response.ok ? { ok: true, data } : { ok: false, code: data.code ?? `http_${response.status}`,
+      message: data.message ?? "" };
+  } catch {
+    return { ok: false, code: "network_error", message: "the issuer could not be reached" };
+  }
+}
+
+async function pay(init, { finalizeUrl, optOutUrl, label = "Total" }) {
+  const spc = init?.secure_payment_confirmation;
+  // The issuer answers an unknown user and one without passkeys alike: no ids, no instrument.
+  if (!spc?.credentialIds?.length || !spc.instrument) {
+    return { outcome: "unavailable", code: "no_credentials", message: "no passkey is set up for this card" };
+  }
+  if (typeof PaymentRequest !== "function") {
+    return { outcome: "unavailable", code: "no-payment-request", message: "this browser has no PaymentRequest" };
+  }
+  let response;
+  try {
+    // Exactly what initialize returned; only the binary members are decoded.
+    const data = { ...spc, challenge: base64urlToBuffer(spc.challenge),
+      credentialIds: spc.credentialIds.map(base64urlToBuffer) };
+    const request = new PaymentRequest([{ supportedMethods: METHOD, data }], { total: { label, amount: init.total } });
+    response = await request.show();
+  } catch (error) {
+    const name = error?.name || "Error";
+    const result = { outcome: OUTCOMES[name] ?? "error", code: name, message: error?.message ?? "" };
+    if (result.outcome === "opted_out" && optOutUrl) {
+      const reported = await post(optOutUrl, { transaction_id: init.transaction_id });
+      result.recorded = reported.ok;
+      if (!reported.ok) Object.assign(result, { code: reported.code, message: reported.message });
+    }
+    return result;
+  }
+  let credential;
+  try {
+    credential = credentialToJSON(response.details);
+  } catch (error) {
+    await response.complete("fail").catch(() => {});
+    return { outcome: "error", code: error?.name || "Error", message: error?.message ?? "" };
+  }
+  if (!finalizeUrl) {
+    await response.complete("unknown").catch(() => {});
+    return { outcome: "confirmed", credential };
+  }
+  const finalized = await post(finalizeUrl, { transaction_id: init.transaction_id, credential });
+  await response.complete(finalized.ok ? "success" : "fail").catch(() => {});
+  return finalized.ok
+    ? { outcome: "confirmed", credential, token: finalized.data.token }
+    : { outcome: "error", code: finalized.code, message: finalized.message, credential };
+}
+
+/**
+ * Confirm a payment with SPC from the response of the issuer's /transaction/initialize.
+ * Options: finalizeUrl (the issuer's /transaction/finalize: the result then carries the
+ * token), optOutUrl (the issuer's /transaction/opt-out), label (of the total), onResult.
+ * Resolves {outcome, code?, message?, credential?, token?, recorded?}, outcome one of
+ * "confirmed" (credential: AuthenticationResponseJSON for the backend; token if finalized),
+ * "cancelled", "authenticate_another_way", "opted_out" (recorded: the issuer was told),
+ * "unavailable" (use mountFallback), "error" (code: the browser's or the issuer's).
+ */
+export async function confirmPayment(init, options = {}) {
+  const result = await pay(init, options);
+  options.onResult?.(result);
+  return result;
+}
+
+function mount(type, container, url, { issuerOrigin, title = "Card verification", width = "100%",
+  height = "360", onMessage } = {}) {
+  const origin = new URL(url, location.href).origin;
+  if (issuerOrigin !== undefined && issuerOrigin !== origin) {
+    throw new TypeError(`issuerOrigin ${issuerOrigin} is not the origin of the iframe URL (${origin})`);
+  }
+  const iframe = document.createElement("iframe");
+  // The page's Permissions-Policy header must delegate the same features (no sandbox: it would break WebAuthn).
+  iframe.allow = FEATURES.map((feature) => `${feature} ${origin}`).join("; ");
+  Object.assign(iframe, { src: url, title, width, height });
+  return new Promise((resolve) => {
+    const listener = (event) => {
+      // Only our frame, at exactly the issuer origin, speaks for the issuer (SECURITY W3).
+      if (event.origin !== origin || event.source !== iframe.contentWindow) return;
+      if (event.data?.source !== "spc-embed" || event.data.type !== type) return;
+      if (!onMessage) window.removeEventListener("message", listener);
+      onMessage?.(event.data);
+      resolve(event.data);
+    };
+    window.addEventListener("message", listener);
+    container.append(iframe);
+  });
+}
+
+/** Show the issuer's enrolment iframe; resolves with its first report {outcome, code, ...}. */
+export const mountEnrollment = (container, iframeUrl, options) => mount("enrollment", container, iframeUrl, options);
+
+/** Show the issuer's fallback iframe (initialize's fallback_url); resolves {outcome, token?, ...}. */
+export const mountFallback = (container, fallbackUrl, options) => mount("payment", container, fallbackUrl, options);
