@@ -47,6 +47,7 @@ from .authdata import (
     AuthenticatorData, check_flags, check_rp_id_hash, load_public_key, parse_authenticator_data, verify_signature,
 )
 from .clientdata import ClientData, check_client_data, parse_client_data
+from .credential_json import b64_member, invalid_credential, read_envelope
 from .encoding import b64url_decode, b64url_encode
 from .errors import AssertionRejected, InvalidRequest, SPCEmbedError
 from .storage import Credential
@@ -178,37 +179,18 @@ class AuthenticationResponse:
     client_extension_results: Mapping[str, Any]
 
 
-def _invalid(message: str) -> InvalidRequest:
-    return InvalidRequest(message, code="invalid_credential")
-
-
-def _b64(container: Mapping[str, Any], key: str, field: str) -> bytes:
-    try:
-        return b64url_decode(container.get(key), field=field)
-    except InvalidRequest as exc:
-        raise _invalid(exc.message) from exc
-
 
 def parse_authentication_response(credential: object) -> AuthenticationResponse:
     """Read AuthenticationResponseJSON (``PublicKeyCredential.toJSON()``) strictly (P1, P2)."""
-    if not isinstance(credential, dict):
-        raise _invalid("credential must be a JSON object")
-    raw_id = _b64(credential, "rawId", "rawId")
-    if credential.get("id") != credential["rawId"]:
-        raise _invalid("credential id must equal rawId")
-    if credential.get("type") != "public-key":
-        raise _invalid(f"credential type {credential.get('type')!r}, expected 'public-key'")
-    response = credential.get("response")
-    if not isinstance(response, dict):
-        raise _invalid("credential response must be a JSON object")
-    client_data = parse_client_data(_b64(response, "clientDataJSON", "response.clientDataJSON"))
-    authenticator_data = _b64(response, "authenticatorData", "response.authenticatorData")
-    signature = _b64(response, "signature", "response.signature")
+    raw_id, response = read_envelope(credential)
+    client_data = parse_client_data(b64_member(response, "clientDataJSON", "response.clientDataJSON"))
+    authenticator_data = b64_member(response, "authenticatorData", "response.authenticatorData")
+    signature = b64_member(response, "signature", "response.signature")
     handle = response.get("userHandle")
-    user_handle = None if handle is None else _b64(response, "userHandle", "response.userHandle")
+    user_handle = None if handle is None else b64_member(response, "userHandle", "response.userHandle")
     extensions = credential.get("clientExtensionResults", {})
     if not isinstance(extensions, dict):
-        raise _invalid("clientExtensionResults must be a JSON object")
+        raise invalid_credential("clientExtensionResults must be a JSON object")
     return AuthenticationResponse(
         credential_id=raw_id, client_data=client_data, authenticator_data=authenticator_data,
         signature=signature, user_handle=user_handle, client_extension_results=extensions,

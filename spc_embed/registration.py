@@ -46,6 +46,7 @@ from .authdata import (
     parse_authenticator_data, verify_signature,
 )
 from .clientdata import MIN_CHALLENGE_BYTES, check_client_data, parse_client_data
+from .credential_json import b64_member, invalid_credential, read_envelope
 from .encoding import b64url_decode, b64url_encode, loads_cbor
 from .errors import InvalidRequest, RegistrationError
 
@@ -121,36 +122,16 @@ class VerifiedRegistration:
     top_origin: str | None
 
 
-def _invalid(message: str) -> InvalidRequest:
-    return InvalidRequest(message, code="invalid_credential")
-
-
-def _b64(container: Mapping[str, Any], key: str, field: str) -> bytes:
-    try:
-        return b64url_decode(container.get(key), field=field)
-    except InvalidRequest as exc:
-        raise _invalid(exc.message) from exc
-
 
 def _parse_credential(credential: object) -> tuple[bytes, bytes, bytes, tuple[str, ...]]:
     """Read RegistrationResponseJSON; return rawId, clientDataJSON, attestationObject, transports."""
-    if not isinstance(credential, dict):
-        raise _invalid("credential must be a JSON object")
-    raw_id = _b64(credential, "rawId", "rawId")
-    # Both are canonical base64url, so equal text means equal bytes.
-    if credential.get("id") != credential["rawId"]:
-        raise _invalid("credential id must equal rawId")
-    if credential.get("type") != "public-key":
-        raise _invalid(f"credential type {credential.get('type')!r}, expected 'public-key'")
-    response = credential.get("response")
-    if not isinstance(response, dict):
-        raise _invalid("credential response must be a JSON object")
-    client_data_json = _b64(response, "clientDataJSON", "response.clientDataJSON")
-    attestation_object = _b64(response, "attestationObject", "response.attestationObject")
+    raw_id, response = read_envelope(credential)
+    client_data_json = b64_member(response, "clientDataJSON", "response.clientDataJSON")
+    attestation_object = b64_member(response, "attestationObject", "response.attestationObject")
     transports = response.get("transports", [])
     if not isinstance(transports, list) or len(transports) > MAX_TRANSPORTS \
             or not all(isinstance(t, str) for t in transports):
-        raise _invalid(f"response.transports must be a list of at most {MAX_TRANSPORTS} strings")
+        raise invalid_credential(f"response.transports must be a list of at most {MAX_TRANSPORTS} strings")
     known = tuple(dict.fromkeys(t for t in transports if t in KNOWN_TRANSPORTS))
     return raw_id, client_data_json, attestation_object, known
 
