@@ -6,7 +6,7 @@
 // with postMessage to the exact merchant origin (never "*": the page that
 // frames us is only trusted because frame-ancestors named it).
 
-import { credentialToJSON, parseCreationOptions } from "./webauthn-json.js";
+import { credentialToJSON, detectProblem, parseCreationOptions } from "./webauthn-json.js";
 
 const config = JSON.parse(document.getElementById("spc-enroll-config").textContent);
 const button = document.getElementById("spc-enroll-button");
@@ -131,21 +131,6 @@ async function enrol() {
   }
 }
 
-// Answer before the user clicks, so the merchant can hide a frame that cannot work.
-async function detectProblem() {
-  if (!window.PublicKeyCredential || !navigator.credentials?.create) return "unsupported";
-  // Chromium exposes the effective policy; elsewhere the create() error tells.
-  const policy = document.featurePolicy;
-  if (policy && !["payment", "publickey-credentials-create"].some((f) => policy.allowsFeature(f))) {
-    return "permission_missing";
-  }
-  try {
-    if (!(await PublicKeyCredential.isUserVerifyingPlatformAuthenticatorAvailable())) return "unsupported";
-  } catch {
-    return "unsupported";
-  }
-  return null;
-}
 
 async function start() {
   if (config.error) {
@@ -153,7 +138,7 @@ async function start() {
     report(outcome, { code: config.error.code });
     return;
   }
-  const problem = await detectProblem();
+  const problem = await detectProblem("create", ["payment", "publickey-credentials-create"]);
   if (problem) {
     report(problem);
     return;

@@ -6,7 +6,7 @@
 // with outcome "confirmed" | "cancelled" (the user may try again) | "failed",
 // posted to the exact merchant origin only (never "*": the token is for it alone).
 
-import { credentialToJSON, parseRequestOptions } from "./webauthn-json.js";
+import { credentialToJSON, detectProblem, parseRequestOptions } from "./webauthn-json.js";
 
 const config = JSON.parse(document.getElementById("spc-pay-config").textContent);
 const root = document.getElementById("spc-pay");
@@ -111,19 +111,6 @@ async function confirm() {
   }
 }
 
-// Answer before the user clicks, so the merchant can offer another way at once.
-async function detectProblem() {
-  if (!window.PublicKeyCredential || !navigator.credentials?.get) return "unsupported";
-  if (document.featurePolicy && !document.featurePolicy.allowsFeature("publickey-credentials-get")) {
-    return "permission_missing";
-  }
-  try {
-    if (!(await PublicKeyCredential.isUserVerifyingPlatformAuthenticatorAvailable())) return "unsupported";
-  } catch {
-    return "unsupported";
-  }
-  return null;
-}
 
 async function start() {
   if (config.error) {
@@ -131,7 +118,7 @@ async function start() {
     report("failed", { code, text: MESSAGES[code] ?? sentence(message) });
     return;
   }
-  const problem = await detectProblem();
+  const problem = await detectProblem("get", ["publickey-credentials-get"]);
   if (problem) {
     report("failed", { code: problem });
     return;

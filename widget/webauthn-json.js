@@ -99,3 +99,18 @@ export function credentialToJSON(credential) {
     clientExtensionResults: jsonValue(credential.getClientExtensionResults()),
   };
 }
+
+// Answer before the user clicks, so the merchant page can react at once:
+// "unsupported", "permission_missing" or null when the frame can work.
+export async function detectProblem(method, features) {
+  if (!window.PublicKeyCredential || !navigator.credentials?.[method]) return "unsupported";
+  // Chromium exposes the effective policy; elsewhere the ceremony's error tells.
+  const policy = document.featurePolicy;
+  if (policy && !features.some((feature) => policy.allowsFeature(feature))) return "permission_missing";
+  try {
+    if (!(await PublicKeyCredential.isUserVerifyingPlatformAuthenticatorAvailable())) return "unsupported";
+  } catch {
+    return "unsupported";
+  }
+  return null;
+}
