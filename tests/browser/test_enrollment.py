@@ -60,8 +60,13 @@ WITHOUT_FEATURE_POLICY = "delete Document.prototype.featurePolicy;"
 
 
 def merchant_app(issuer_origin: str) -> Starlette:
-    """A merchant checkout; ``?frame=URL&allow=all|payment|none`` picks the iframe and its delegation."""
-    header = ", ".join(f'{feature}=(self "{issuer_origin}")' for feature in FEATURES)
+    """A merchant checkout; ``?frame=URL&allow=all|payment|none&header=delegate|self`` picks the
+    iframe, its ``allow`` attribute and whether the page's own header delegates to the issuer."""
+    headers = {
+        "delegate": ", ".join(f'{feature}=(self "{issuer_origin}")' for feature in FEATURES),
+        # Allowed for the page itself only: caps whatever the iframe's allow asks for.
+        "self": ", ".join(f"{feature}=(self)" for feature in FEATURES),
+    }
 
     async def checkout(request: Request) -> Response:
         allow = {
@@ -74,6 +79,7 @@ def merchant_app(issuer_origin: str) -> Starlette:
             "src": request.query_params["frame"].replace('"', "&quot;"),
             "issuer": json.dumps(issuer_origin),
         }
+        header = headers[request.query_params.get("header", "delegate")]
         return HTMLResponse(html, headers={"Permissions-Policy": header})
 
     return Starlette(routes=[Route("/checkout", checkout)])
@@ -121,9 +127,9 @@ def enrollment_url(sites: Sites, *, user_id: str | None = None, merchant_origin:
     return url, user_id
 
 
-def open_checkout(page: Page, frame_url: str, *, allow: str = "all", site: str | None = None,
-                  sites: Sites) -> None:
-    query = urlencode({"frame": frame_url, "allow": allow})
+def open_checkout(page: Page, frame_url: str, *, allow: str = "all", header: str = "delegate",
+                  site: str | None = None, sites: Sites) -> None:
+    query = urlencode({"frame": frame_url, "allow": allow, "header": header})
     page.goto(f"{site or sites.merchant}/checkout?{query}")
 
 
@@ -227,6 +233,24 @@ def test_no_allow_attribute_reports_permission_missing(context: BrowserContext, 
     assert message["code"] == expected_code
     assert "doesn't allow" in status_text(page)
     assert page.frame_locator("#spc-frame").locator("#spc-enroll-button").is_hidden()
+    assert stored_credentials(sites, user_id) == []
+    assert list_credentials(*authenticator) == []
+
+
+def test_w2_merchant_header_without_the_issuer_caps_the_allow_attribute(
+        context: BrowserContext, page: Page, sites: Sites) -> None:
+    # The iframe asks for payment and WebAuthn for the issuer, but the page's own
+    # Permissions-Policy keeps them to itself: the browser refuses create().
+    context.add_init_script(WITHOUT_FEATURE_POLICY)
+    authenticator = add_virtual_authenticator(context, page)
+    url, user_id = enrollment_url(sites)
+
+    open_checkout(page, url, allow="all", header="self", sites=sites)
+    click_enrol(page)
+    message = wait_for_message(page)
+
+    assert message["outcome"] == "permission_missing", message
+    assert message["code"] == "NotSupportedError"
     assert stored_credentials(sites, user_id) == []
     assert list_credentials(*authenticator) == []
 
