@@ -1,8 +1,10 @@
-"""Run the demo: ``python -m example_merchant [--bank-port 8000] [--shop-port 8001] [--data-dir DIR]``.
+"""Run the demo: ``python -m example_merchant [--https] [--bank-port 8000] [--shop-port 8001] [--data-dir DIR]``.
 
 Both sites are served by one process. Plain HTTP on ``localhost`` and
 ``merchant.localhost`` works without certificates: browsers treat both as
-secure contexts and resolve ``*.localhost`` to the loopback address.
+secure contexts and resolve ``*.localhost`` to the loopback address. With
+``--https`` they are two real sites, ``https://issuer.test`` and
+``https://merchant.test``, with certificates from a CA generated for the demo.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shlex
 import signal
 import socket
 import sys
@@ -20,8 +23,11 @@ from typing import Any
 
 import uvicorn
 
-from .bank import DemoSecrets, create_bank
-from .shop import create_shop
+from .bank import SHOP_ID, DemoSecrets, create_bank
+from .shop import BankConnection, create_shop
+from .tls import DemoTLS
+
+SPC_FLAG = "--enable-features=SecurePaymentConfirmationBrowser"
 
 
 class _Server(uvicorn.Server):
@@ -45,9 +51,10 @@ def listen(host: str, port: int) -> socket.socket:
                          "Is the demo already running? Choose others with --bank-port/--shop-port.") from None
 
 
-async def serve(apps: Sequence[tuple[Any, socket.socket]], *, log_level: str) -> None:
+async def serve(apps: Sequence[tuple[Any, socket.socket]], *, log_level: str, tls: DemoTLS | None) -> None:
+    options: dict[str, Any] = {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)} if tls else {}
     servers = [
-        (_Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=2)), sock)
+        (_Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=2, **options)), sock)
         for app, sock in apps
     ]
     loop = asyncio.get_running_loop()
@@ -66,10 +73,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m example_merchant",
         description="spc-embed demo: a bank (issuer) and a shop (merchant) on two origins.",
     )
+    parser.add_argument("--https", action="store_true",
+                        help="serve https://issuer.test and https://merchant.test with a generated demo CA "
+                             "(default: http://localhost and http://merchant.localhost)")
     parser.add_argument("--bank-port", type=int, default=8000, help="bank (issuer) port (default 8000)")
     parser.add_argument("--shop-port", type=int, default=8001, help="shop (merchant) port (default 8001)")
     parser.add_argument("--data-dir", type=Path, default=None,
-                        help="where the bank keeps its database (default: a temporary directory, removed on exit)")
+                        help="where the bank keeps its database (and, with --https, the demo CA, reused on the "
+                             "next start); default: a temporary directory, removed on exit")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
@@ -78,37 +89,95 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def browser_instructions(tls: DemoTLS, shop_origin: str, data_dir: Path) -> str:
+    rules = "MAP issuer.test 127.0.0.1, MAP merchant.test 127.0.0.1"
+    flags = f"--host-resolver-rules={shlex.quote(rules)} {SPC_FLAG}"
+    lines = [
+        "HTTPS with a CA generated for this demo:",
+        f"  CA certificate:  {tls.ca_file}",
+        "  The browser must resolve the .test names to this machine and trust that CA.",
+    ]
+    if tls.browser_home is not None:
+        lines += [
+            "  Chromium on Linux, with a private NSS database that already trusts it (nothing system-wide):",
+            (f"    HOME={shlex.quote(str(tls.browser_home))} chromium "
+             f"--user-data-dir={shlex.quote(str(data_dir / 'browser-profile'))} \\"),
+            f"      {flags} \\",
+            f"      {shop_origin}/",
+        ]
+    lines += [
+        "  Or trust ca.pem yourself (and remove it after the demo):",
+        f"    Linux (Chrome/Chromium):  certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n spc-embed-demo -i {tls.ca_file}",
+        f"    macOS:    security add-trusted-cert -r trustRoot -k ~/Library/Keychains/login.keychain-db {tls.ca_file}",
+        f"    Windows:  certutil -user -addstore Root {tls.ca_file}",
+        f"  then start Chrome or Chromium with: {flags}",
+        "  (SecurePaymentConfirmationBrowser is needed on Linux only; Chrome on macOS and Windows has SPC on.)",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    bank_origin = f"http://localhost:{args.bank_port}"
-    shop_origin = f"http://merchant.localhost:{args.shop_port}"
+    if args.https:
+        bank_origin = f"https://issuer.test:{args.bank_port}"
+        shop_origin = f"https://merchant.test:{args.shop_port}"
+        # The .test names resolve only in a browser told so: the shop's backend calls the bank at localhost.
+        bank_api_origin = f"https://localhost:{args.bank_port}"
+    else:
+        bank_origin = f"http://localhost:{args.bank_port}"
+        shop_origin = f"http://merchant.localhost:{args.shop_port}"
+        bank_api_origin = bank_origin
     with contextlib.ExitStack() as cleanup:
         bank_socket = cleanup.enter_context(listen(args.host, args.bank_port))
         shop_socket = cleanup.enter_context(listen(args.host, args.shop_port))
         if args.data_dir is None:
             data_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="spc-embed-demo-")))
         else:
-            data_dir = args.data_dir
+            data_dir = args.data_dir.resolve()
             data_dir.mkdir(parents=True, exist_ok=True)
-        bank = create_bank(origin=bank_origin, shop_origin=shop_origin, data_dir=data_dir,
-                           demo_secrets=DemoSecrets.generate())
-        shop = create_shop(origin=shop_origin, bank_origin=bank_origin, enrollment_url=bank.enrollment_url)
+        tls = DemoTLS.create(data_dir) if args.https else None
+        secrets = DemoSecrets.generate()
+        bank = create_bank(origin=bank_origin, shop_origin=shop_origin, data_dir=data_dir, demo_secrets=secrets)
+        shop = create_shop(
+            origin=shop_origin,
+            bank=BankConnection(
+                origin=bank_origin, api_origin=bank_api_origin, api_key=secrets.shop_api_key, merchant_id=SHOP_ID,
+                user_id=bank.cardholder.user_id, card_name=bank.cardholder.card_name,
+                verify=tls.client_context() if tls else True,
+            ),
+            session_key=secrets.shop_session_key,
+        )
+        temporary = "" if args.data_dir else "  (temporary, removed on exit)"
+        rows = [
+            ("Shop (merchant), start here", f"{shop_origin}/"),
+            (f'Bank (issuer, rpId "{bank.issuer.config.rp_id}")', f"{bank_origin}/"),
+            ("spc-embed mounted at", bank.issuer.base_url),
+            ("Shop backend -> bank API", f"{bank_api_origin}/spc  (server to server, httpx)"),
+            ("Bank database", f"{data_dir / 'bank.db'}{temporary}"),
+        ]
+        width = max(len(label) for label, _ in rows) + 2
         print(
             "spc-embed demo\n"
-            f"  Bank (issuer, rpId \"{bank.issuer.config.rp_id}\"):  {bank_origin}/\n"
-            f"  Shop (merchant):                   {shop_origin}/\n"
-            f"  Checkout with enrolment:           {shop_origin}/checkout\n"
-            f"  Bank database:                     {data_dir / 'bank.db'}"
-            f"{'' if args.data_dir else '  (temporary, removed on exit)'}\n"
-            "\n"
-            "  DEMO ONLY: the bank's token secret, its result-signing key (EC P-256) and the shop's\n"
-            "  API key were generated just now and exist only in this process's memory. A real\n"
-            "  issuer configures its own secret_keys and signing_keys (see the README).\n"
-            "\n"
-            "Open the checkout in Chrome or Chromium. Press Ctrl+C to stop.",
+            + "".join(f"  {label + ':':<{width}}{value}\n" for label, value in rows)
+            + "\n"
+            "  DEMO ONLY: the bank's token secret, its result-signing key (EC P-256), the shop's API key\n"
+            "  and session key were generated just now and exist only in this process's memory; the\n"
+            "  one-time code is always 123456. A real issuer configures its own secret_keys and\n"
+            "  signing_keys (see the README).\n",
             flush=True,
         )
-        asyncio.run(serve([(bank.app, bank_socket), (shop, shop_socket)], log_level=args.log_level))
+        if tls:
+            print(browser_instructions(tls, shop_origin, data_dir) + "\n", flush=True)
+        else:
+            print(
+                "Open the shop in Chrome (desktop) or Chromium. On Linux start Chromium with\n"
+                f"  {SPC_FLAG}\n"
+                "for Secure Payment Confirmation; without it the shop uses the bank's fallback frame.\n"
+                "Confirming needs a fingerprint, face or screen lock (a platform authenticator).\n",
+                flush=True,
+            )
+        print("Press Ctrl+C to stop.", flush=True)
+        asyncio.run(serve([(bank.app, bank_socket), (shop, shop_socket)], log_level=args.log_level, tls=tls))
     return 0
 
 

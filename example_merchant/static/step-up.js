@@ -1,0 +1,8 @@
+// The bank's step-up page tells the shop's page how it ended, once, and only
+// to the shop's exact origin. The shop learns the *result* from the bank's
+// backend, server to server; this message only says "ask now".
+const report = JSON.parse(document.getElementById("step-up-report").textContent);
+if (report.outcome !== "pending" && window.parent !== window) {
+  const { targetOrigin, ...message } = report;
+  window.parent.postMessage(message, targetOrigin);
+}
