@@ -6,6 +6,7 @@ their own threads, so tests drive Playwright's sync API and stay synchronous.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import ssl
@@ -15,8 +16,10 @@ import tempfile
 import threading
 import time
 import zlib
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import trustme
 import uvicorn
@@ -233,3 +236,25 @@ __all__ = [
     "set_spc_mode",
     "solid_png",
 ]
+
+
+T = TypeVar("T")
+
+
+def read_database(database: Path | str, query: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``query(store)`` on a Store of our own: what another process of the issuer would see.
+
+    Playwright's sync API keeps an event loop running in the test's thread, so
+    the query gets a fresh loop on a worker thread.
+    """
+    from spc_embed.storage import Store
+
+    async def read() -> T:
+        store = Store(f"sqlite:///{database}")
+        try:
+            return await query(store)
+        finally:
+            await store.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, read()).result()

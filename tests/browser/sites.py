@@ -11,11 +11,9 @@ transaction ids, so tests share them without sharing state.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +30,7 @@ from starlette.routing import Mount, Route
 from factories import API_KEY, make_issuer
 from spc_embed import Issuer, Store
 
-from .harness import ServedApp, TestCA, VirtualAuthenticator, add_virtual_authenticator
+from .harness import ServedApp, TestCA, VirtualAuthenticator, add_virtual_authenticator, read_database
 from .test_enrollment import FEATURES, enrollment_url
 
 MOUNT = "/spc"
@@ -177,19 +175,9 @@ def finalize(sites: Sites, transaction_id: str, credential: dict[str, Any]) -> h
     return issuer_post(sites, "/transaction/finalize", {"transaction_id": transaction_id, "credential": credential})
 
 
+
 def read_store(sites: Sites, query: Callable[[Store], Awaitable[T]]) -> T:
-    """Read through a Store of our own: what another process of the issuer would see."""
-
-    async def read() -> T:
-        store = Store(f"sqlite:///{sites.database}")
-        try:
-            return await query(store)
-        finally:
-            await store.close()
-
-    # Playwright's sync API keeps an event loop running in this thread.
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, read()).result()
+    return read_database(sites.database, query)
 
 
 def transaction_state(sites: Sites, transaction_id: str, tenant: str = "merchant") -> str:

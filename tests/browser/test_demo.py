@@ -44,7 +44,7 @@ from spc_embed.storage import Credential, TransactionRecord
 
 from .harness import (
     TEST_HOSTS, ServedApp, TestCA, VirtualAuthenticator, add_virtual_authenticator, list_credentials,
-    set_spc_mode,
+    read_database, set_spc_mode,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,19 +101,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         yield served
 
 
+
 def read_store(demo: Demo, query: Callable[[Store], Any]) -> Any:
-    """Read the bank's database through a Store of our own, as another bank process would."""
-
-    async def read() -> Any:
-        store = Store(f"sqlite:///{demo.database}")
-        try:
-            return await query(store)
-        finally:
-            await store.close()
-
-    # Playwright's sync API keeps an event loop running in this thread.
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, read()).result()
+    return read_database(demo.database, query)
 
 
 def stored_credentials(demo: Demo) -> list[Credential]:

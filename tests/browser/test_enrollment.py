@@ -8,12 +8,10 @@ frame's text, the parent's messages and the issuer's database.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
@@ -26,10 +24,10 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 
 from factories import FakeClock, make_issuer
-from spc_embed import Issuer, Store
+from spc_embed import Issuer
 from spc_embed.storage import Credential
 
-from .harness import ServedApp, TestCA, add_virtual_authenticator, list_credentials
+from .harness import ServedApp, TestCA, add_virtual_authenticator, list_credentials, read_database
 
 FEATURES = ("payment", "publickey-credentials-create", "publickey-credentials-get")
 
@@ -161,19 +159,9 @@ def status_text(page: Page) -> str:
     return status.inner_text()
 
 
+
 def stored_credentials(sites: Sites, user_id: str) -> list[Credential]:
-    """Read through a Store of our own: what another process of the issuer would see."""
-
-    async def read() -> list[Credential]:
-        store = Store(f"sqlite:///{sites.database}")
-        try:
-            return await store.list_credentials(user_id)
-        finally:
-            await store.close()
-
-    # Playwright's sync API keeps an event loop running in this thread.
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, read()).result()
+    return read_database(sites.database, lambda store: store.list_credentials(user_id))
 
 
 def b64url(data: bytes) -> str:
