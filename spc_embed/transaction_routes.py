@@ -164,21 +164,18 @@ def transaction_routes(issuer: Issuer) -> list[Route]:
     keys = ApiKeys(config.merchants, config.admin_api_key_hashes)
     browser_origins = config.merchant_origins
 
-    def merchant_key(request: Request) -> Merchant:
-        presented = keys.presented(request)
-        if presented is None:
-            raise _unauthorized()
-        matched, merchant = keys.lookup(presented)
-        if not matched or merchant is None:
-            raise _unauthorized()
-        return merchant
-
     def admin_or_merchant_key(request: Request) -> Merchant | None:
         presented = keys.presented(request)
         if presented is None:
             raise _unauthorized()
         matched, merchant = keys.lookup(presented)
         if not matched:
+            raise _unauthorized()
+        return merchant
+
+    def merchant_key(request: Request) -> Merchant:
+        merchant = admin_or_merchant_key(request)
+        if merchant is None:
             raise _unauthorized()
         return merchant
 
@@ -269,11 +266,7 @@ def transaction_routes(issuer: Issuer) -> list[Route]:
             raise InvalidRequest("show_opt_out must be true or false")
         merchant_origin = resolve_merchant_origin(data, merchant.origins)
         # S11: the same queries and the same answer whether the user is unknown or has no credentials.
-        user = await store.get_user(user_id)
-        usable = await store.list_credentials(user_id)
-        opted_out_at = await store.latest_opt_out(merchant.id, user_id)
-        if opted_out_at is not None:
-            usable = [c for c in usable if c.created_at > opted_out_at]
+        user, usable = await store.payable_credentials(merchant.id, user_id)
         newest = usable[-1] if usable else None
         now = store.now()
         expected = ExpectedPayment(
