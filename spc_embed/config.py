@@ -15,6 +15,7 @@ from typing import Mapping
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
+from .origins import is_localhost, serialized_origin
 
 # itsdangerous signs with HMAC-SHA1 by default; 32 characters keeps brute force
 # off the table whatever the digest.
@@ -38,27 +39,13 @@ def normalize_origin(value: str, *, what: str = "origin") -> str:
         raise ConfigurationError(f"{what} {value!r} must be lower case")
     if parts.scheme == "http" and not is_localhost(parts.hostname):
         raise ConfigurationError(f"{what} {value!r} must use https (http only for localhost)")
-    # Rebuild the origin the way a browser serializes it and demand the exact
-    # same string: this refuses stray characters (which would also inject into
-    # CSP and Permissions-Policy values), empty, default and out-of-range ports.
+    # Anything else a browser would spell differently (stray characters that
+    # would also inject into CSP, empty, default or out-of-range ports).
     try:
-        port = parts.port
+        serialized_origin(value)
     except ValueError as exc:
-        raise ConfigurationError(f"{what} {value!r} has an invalid port") from exc
-    default_port = 443 if parts.scheme == "https" else 80
-    serialized = f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port not in (None, default_port) else "")
-    if not _HOST.fullmatch(parts.hostname) or port == 0 or value != serialized:
-        raise ConfigurationError(
-            f"{what} {value!r} is not a serialized origin; write it as a browser does, e.g. {serialized!r}"
-        )
+        raise ConfigurationError(f"{what}: {exc}") from exc
     return value
-
-
-_HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
-
-
-def is_localhost(host: str) -> bool:
-    return host == "localhost" or host.endswith(".localhost")
 
 
 def hash_api_key(api_key: str) -> str:

@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from .config import IssuerConfig
+from .enrollment_routes import enrollment_routes
 from .errors import ConfigurationError
 from .results import ResultSigner
 from .storage import Store
@@ -98,8 +99,6 @@ class Issuer:
         return self.url("/enroll?token=" + token)
 
     def _build_app(self) -> Starlette:
-        from .enrollment_routes import enrollment_routes
-
         routes = [
             *enrollment_routes(self),
             *transaction_routes(self),

@@ -27,11 +27,10 @@ def error_response(exc: SPCEmbedError, headers: dict[str, str] | None = None) ->
     return JSONResponse(exc.to_json(), status_code=exc.status, headers={**JSON_HEADERS, **(headers or {})})
 
 
-async def handle_library_error(request: Request, exc: Exception) -> Response:
-    error = exc if isinstance(exc, SPCEmbedError) else SPCEmbedError(str(exc))
+async def handle_library_error(request: Request, exc: SPCEmbedError) -> Response:
     # The reason goes to the log; the body says only what the client may know.
-    logger.info("refused %s %s: %s (%s)", request.method, request.url.path, error.code, exc)
-    return error_response(error)
+    logger.info("refused %s %s: %s (%s)", request.method, request.url.path, exc.code, exc)
+    return error_response(exc)
 
 
 async def handle_http_error(request: Request, exc: Exception) -> Response:

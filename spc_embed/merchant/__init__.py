@@ -3,6 +3,7 @@ and the issuer ``<iframe>`` tag."""
 
 from __future__ import annotations
 
+from ..origins import serialized_origin
 from .iframe import install_jinja_globals, issuer_iframe
 from .middleware import SPCMerchantMiddleware
 from .permissions_policy import (
@@ -10,7 +11,6 @@ from .permissions_policy import (
     MergedPolicy,
     PermissionsPolicyParseError,
     delegate_features,
-    serialized_origin,
 )
 
 __all__ = [

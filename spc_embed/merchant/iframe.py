@@ -12,7 +12,8 @@ from collections.abc import Iterable
 import jinja2
 from markupsafe import Markup, escape
 
-from .permissions_policy import DEFAULT_FEATURES, serialized_origin, url_origin, validate_features
+from ..origins import serialized_origin, url_origin
+from .permissions_policy import DEFAULT_FEATURES, validate_features
 
 
 def issuer_iframe(

@@ -19,11 +19,11 @@ from markupsafe import escape
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..origins import url_origin
 from .permissions_policy import (
     DEFAULT_FEATURES,
     PermissionsPolicyParseError,
     delegate_features,
-    url_origin,
     validate_origins,
 )
 

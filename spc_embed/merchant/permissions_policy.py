@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from http_sfv import Dictionary, InnerList, Item, Token
+
+from ..origins import serialized_origin, url_origin
 
 DEFAULT_FEATURES: tuple[str, ...] = (
     "payment",
@@ -24,8 +25,6 @@ DEFAULT_FEATURES: tuple[str, ...] = (
 
 _SELF = "self"
 _ALL = "*"
-_DEFAULT_PORTS = {"https": 443, "http": 80}
-_HOST = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\Z")
 _FEATURE = re.compile(r"[a-z][a-z0-9-]*\Z")
 
 
@@ -46,44 +45,6 @@ class MergedPolicy:
     left_disabled: tuple[str, ...] = ()
 
 
-def url_origin(url: str) -> str:
-    """Return the serialized origin of ``url``, which must be a secure-context URL.
-
-    Policy: https only, except http on ``localhost`` and ``*.localhost``, which
-    browsers treat as secure contexts (the plain-HTTP development setup).
-    """
-    if url != url.strip() or not url.isascii() or not url.isprintable():
-        raise ValueError(
-            f"{url!r} must be printable ASCII without surrounding whitespace "
-            "(write international host names in their xn-- form)"
-        )
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"{url!r} is not a valid URL: {exc}") from exc
-    host = parts.hostname or ""
-    if parts.scheme not in _DEFAULT_PORTS or not _HOST.match(host):
-        raise ValueError(f"{url!r} is not an absolute http(s) URL with a DNS host name")
-    if parts.scheme == "http" and not is_localhost(host):
-        raise ValueError(f"{url!r} must use https (http is only accepted for localhost and *.localhost)")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(f"{url!r} must not contain credentials")
-    suffix = "" if port is None or port == _DEFAULT_PORTS[parts.scheme] else f":{port}"
-    return f"{parts.scheme}://{host}{suffix}"
-
-
-def serialized_origin(value: str) -> str:
-    """Return ``value`` if it is exactly a serialized origin, else raise ValueError."""
-    origin = url_origin(value)
-    if value != origin:
-        raise ValueError(
-            f"{value!r} is not a serialized origin (scheme://host[:port], lowercase, "
-            f"no path and no default port); expected {origin!r}"
-        )
-    return value
-
-
 def validate_origins(origins: Iterable[str]) -> tuple[str, ...]:
     """Validate and de-duplicate issuer origins, keeping their order."""
     if isinstance(origins, str):
@@ -92,10 +53,6 @@ def validate_origins(origins: Iterable[str]) -> tuple[str, ...]:
     if not checked:
         raise ValueError("issuer_origins must name at least one issuer origin")
     return checked
-
-
-def is_localhost(host: str) -> bool:
-    return host == "localhost" or host.endswith(".localhost")
 
 
 def validate_features(features: Iterable[str]) -> tuple[str, ...]:
