@@ -94,5 +94,13 @@ class PayloadTooLarge(SPCEmbedError):
     status = 413
 
 
+class StorageUnavailable(SPCEmbedError):
+    """The database cannot be reached or refused the operation; nothing was written. Retry later."""
+
+    code = "storage_unavailable"
+    status = 503
+    retry_after = 1
+
+
 class ConfigurationError(ValueError):
     """Raised at construction when the issuer's configuration cannot work."""
