@@ -1,121 +1,222 @@
-"""The async store: every read and every atomic write the issuer needs."""
+"""The store: every read and every atomic write the issuer needs, with a lifecycle.
+
+    store = Store("sqlite:////var/lib/bank/spc.db")
+    await store.open()      # connects, creates or checks the schema; fails here, naming the database
+    ...
+    await store.close()
+
+``Issuer.lifespan`` does both for a host app. Every "only once" rule (a
+challenge, an enrolment token, a transaction id, a sign count step) is a
+unique key or a conditional UPDATE, so it holds across processes. Every
+driver or connection error becomes :class:`StorageUnavailable` (503), logged
+once per outage, with nothing half-written.
+
+Lock order. Every write that changes more than one existing row takes its
+rows in this order, so two writes never wait on each other in a circle
+(PostgreSQL would abort one as a deadlock): challenge, then credential, then
+transaction, then the rows it inserts. Inserts of new rows (initialize,
+enrolment) lock no existing rows.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
+import logging
 import time
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
-
-from ..errors import AssertionRejected, ChallengeError, Conflict, TokenUsed
+from ..errors import (
+    AssertionRejected, ChallengeError, ConfigurationError, Conflict, StorageUnavailable, TokenUsed,
+)
 from ..transactions import EXPIRED, FAILED, PENDING, SUCCEEDED
+from .plans import Plan, PlanFactory, Refusal, execute, fetch_row, fetch_rows, placeholders
 from .records import Challenge, Credential, OptOut, TransactionRecord, User
-from .schema import challenges, credentials, metadata, opt_outs, transactions, used_tokens, users
+from .schema import CREDENTIAL_COLUMNS, SCHEMA_VERSION, TRANSACTION_COLUMNS
+from .sqlite import SchemaVersionError, SQLiteBackend, sqlite_path
 
-def async_url(url: str) -> str:
-    """Map the plain URLs users write to the async drivers SQLAlchemy needs."""
-    for plain, driver in (
-        ("sqlite://", "sqlite+aiosqlite://"),
-        ("postgresql://", "postgresql+asyncpg://"),
-        ("postgres://", "postgresql+asyncpg://"),
-    ):
-        if url.startswith(plain):
-            return driver + url[len(plain) :]
-    return url
+logger = logging.getLogger("spc_embed.storage")
 
+PAYMENT = "payment"
+REGISTRATION = "registration"
 
-def _transaction(row: Any) -> TransactionRecord:
-    values = dict(row._mapping)
-    values["data"] = json.loads(values.pop("data_json"))
-    values["expected"] = json.loads(values.pop("expected_json"))
-    values["credential_ids"] = tuple(json.loads(values["credential_ids"]))
-    return TransactionRecord(**values)
+_CREDENTIAL_SELECT = f"SELECT {', '.join(CREDENTIAL_COLUMNS)} FROM spc_credentials"
+_TRANSACTION_SELECT = f"SELECT {', '.join(TRANSACTION_COLUMNS)} FROM spc_transactions"
+_USER_SELECT = "SELECT user_id, user_handle, name, display_name FROM spc_users"
+_CONSUME_CHALLENGE = (
+    "UPDATE spc_challenges SET used_at = $1 WHERE challenge = $2 AND purpose = $3 AND subject = $4"
+    " AND used_at IS NULL AND expires_at > $1"
+)
 
 
-def _credential(row: Any) -> Credential:
-    values = dict(row._mapping)
-    values["transports"] = tuple(json.loads(values["transports"]))
-    return Credential(**values)
+def payment_subject(tenant_id: str, transaction_id: str) -> str:
+    """The challenge subject binding a payment challenge to one tenant's transaction."""
+    return json.dumps([tenant_id, transaction_id], separators=(",", ":"))
 
 
-@dataclass
+def redacted(url: str) -> str:
+    """The database URL without its password, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
+
+
 class Store:
-    """The database. Create one per process; it creates its schema on first use."""
+    """The database. One per process (``Issuer`` makes it); open it before use, close it after."""
 
-    url: str
-    clock: Any = field(default=time.time, repr=False)
-    engine: AsyncEngine = field(init=False, repr=False)
-    _ready: bool = field(default=False, init=False, repr=False)
-    _lock: asyncio.Lock | None = field(default=None, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        url = async_url(self.url)
+    def __init__(self, url: str, *, clock: Any = time.time, pool_size: int = 10, timeout: float = 3.0) -> None:
+        self.url = url
+        self.clock = clock
+        self._opened = 0
+        self._outage = False
+        self.backend: Any
         if url.startswith("sqlite"):
-            # A fresh connection per use (about 1.6 ms here, bench/bench_payment.py):
-            # an aiosqlite connection must not outlive the event loop that made
-            # it, and TestClient and reloaders run several loops over one app.
-            self.engine = create_async_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
-            sa.event.listen(self.engine.sync_engine, "connect", _sqlite_busy_timeout)
-        else:
-            self.engine = create_async_engine(url, pool_pre_ping=True)
+            try:
+                path = sqlite_path(url)
+            except ValueError as exc:
+                raise ConfigurationError(f"database_url {url!r}: {exc}") from None
+            self.backend = SQLiteBackend(path, on_error=self._unavailable, on_success=self._available)
+        elif url.startswith(("postgresql://", "postgres://")):
+            from .postgres import PostgresBackend  # asyncpg is an optional extra
 
-    async def ready(self) -> None:
-        if self._ready:
+            self.backend = PostgresBackend(url, pool_size=pool_size, timeout=timeout,
+                                           on_error=self._unavailable, on_success=self._available)
+        else:
+            raise ConfigurationError(f"database_url {redacted(url)!r} must be sqlite:/// or postgresql://")
+
+    def __repr__(self) -> str:
+        return f"Store({redacted(self.url)!r})"
+
+    # Lifecycle
+
+    async def open(self) -> None:
+        """Connect and create or check the schema; idempotent and safe in several processes at once.
+
+        Opens are counted: the store closes when every ``open`` has had its ``close``.
+        """
+        self._opened += 1
+        if self._opened > 1:
             return
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            if not self._ready:
-                async with self.engine.begin() as conn:
-                    if conn.dialect.name == "sqlite":
-                        # WAL lets readers run beside the one writer; it is a
-                        # property of the database file, so setting it once lasts.
-                        await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-                    await conn.run_sync(metadata.create_all)
-                self._ready = True
+        try:
+            if isinstance(self.backend, SQLiteBackend):
+                self.backend.open()
+            else:
+                await self.backend.open()
+        except SchemaVersionError as exc:
+            self._opened = 0
+            raise ConfigurationError(
+                f"the database {redacted(self.url)} has schema version {exc.found}, this spc-embed knows "
+                f"version {SCHEMA_VERSION}: upgrade spc-embed, or point database_url at the right database"
+            ) from None
+        except Exception as exc:
+            self._opened = 0
+            raise ConfigurationError(
+                f"cannot open the database {self._describe()}: {exc}"
+            ) from exc
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        if self._opened == 0:
+            return
+        self._opened -= 1
+        if self._opened == 0:
+            if isinstance(self.backend, SQLiteBackend):
+                self.backend.close()
+            else:
+                await self.backend.close()
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened > 0
+
+    async def ping(self) -> None:
+        """Raise StorageUnavailable unless the database answers now (for health checks)."""
+        self._require_open()
+        if isinstance(self.backend, SQLiteBackend):
+            try:
+                self.backend.ping()
+            except Exception as exc:
+                raise self._unavailable(exc) from exc
+        else:
+            await self.backend.ping()
 
     def now(self) -> float:
         return float(self.clock())
 
+    def _describe(self) -> str:
+        if isinstance(self.backend, SQLiteBackend):
+            return f"SQLite file {self.backend.path} (does its directory exist, and may this process write it?)"
+        return redacted(self.url)
+
+    def _require_open(self) -> None:
+        if not self._opened:
+            logger.error("spc-embed's store is used before it was opened: run the app with issuer.lifespan "
+                         "(Starlette(lifespan=issuer.lifespan)) or await issuer.store.open() at startup")
+            raise StorageUnavailable("the issuer's database is not open")
+
+    def _unavailable(self, exc: BaseException) -> StorageUnavailable:
+        if not self._outage:
+            self._outage = True
+            logger.error("database %s unavailable: %s: %s (logged once until it answers again)",
+                         redacted(self.url), type(exc).__name__, exc)
+        return StorageUnavailable("the issuer's database is unavailable; retry shortly")
+
+    def _available(self) -> None:
+        if self._outage:
+            self._outage = False
+            logger.warning("database %s answers again", redacted(self.url))
+
+    async def _read(self, factory: PlanFactory[Any]) -> Any:
+        if not self._opened:
+            self._require_open()
+        return await self.backend.read(factory)
+
+    async def _write(self, factory: PlanFactory[Any]) -> Any:
+        if not self._opened:
+            self._require_open()
+        result = await self.backend.write(factory)
+        if isinstance(result, Refusal):
+            raise result.error
+        return result
+
     # Users
+
+    async def get_user(self, user_id: str) -> User | None:
+        def plan() -> Plan[User | None]:
+            row = yield fetch_row(_USER_SELECT + " WHERE user_id = $1", user_id)
+            return User(*row) if row else None
+
+        return await self._read(plan)
 
     async def get_or_create_user(self, user_id: str, name: str, display_name: str, handle: bytes) -> User:
         """Return the user, creating it with ``handle`` if new (races resolve to one row)."""
-        await self.ready()
         existing = await self.get_user(user_id)
         if existing is not None:
             return existing
-        try:
-            async with self.engine.begin() as conn:
-                await conn.execute(
-                    users.insert().values(
-                        user_id=user_id, user_handle=handle, name=name,
-                        display_name=display_name, created_at=self.now(),
-                    )
-                )
-        except IntegrityError:
-            pass  # created concurrently: the stored row wins
-        user = await self.get_user(user_id)
-        if user is None:  # pragma: no cover - only if the row vanished in between
-            raise Conflict("user could not be created")
-        return user
+        now = self.now()
 
-    async def get_user(self, user_id: str) -> User | None:
-        await self.ready()
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(sa.select(users.c.user_id, users.c.user_handle, users.c.name,
-                                                users.c.display_name).where(users.c.user_id == user_id))).first()
-        return User(*row) if row else None
+        def plan() -> Plan[User]:
+            yield execute(
+                "INSERT INTO spc_users (user_id, user_handle, name, display_name, created_at)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                user_id, handle, name, display_name, now,
+            )
+            row = yield fetch_row(_USER_SELECT + " WHERE user_id = $1", user_id)
+            if row is None:  # the random handle collided: astronomically unlikely, but not a 500
+                raise Conflict("the user could not be created; retry", code="user_conflict")
+            return User(*row)
+
+        user: User = await self._write(plan)
+        return user
 
     # Credentials
 
@@ -126,61 +227,56 @@ class Store:
         Either all three happen or none: a reused challenge or token, or a
         credential id registered before (to anyone), leaves nothing behind.
         """
-        await self.ready()
-        values = {k: getattr(credential, k) for k in credentials.c.keys()}
-        values["transports"] = json.dumps(list(credential.transports))
-        async with self.engine.begin() as conn:
-            if not await self._consume_challenge(conn, challenge, purpose="registration", subject=subject):
+        now = self.now()
+        values = [getattr(credential, c) for c in CREDENTIAL_COLUMNS]
+        values[CREDENTIAL_COLUMNS.index("transports")] = json.dumps(list(credential.transports))
+        insert = (f"INSERT INTO spc_credentials ({', '.join(CREDENTIAL_COLUMNS)}) "
+                  f"VALUES ({placeholders(1, len(values))}) ON CONFLICT DO NOTHING")
+
+        def plan() -> Plan[None]:
+            if (yield execute(_CONSUME_CHALLENGE, now, challenge, REGISTRATION, subject)) != 1:
                 raise ChallengeError("the registration challenge is unknown, expired or already used")
-            try:
-                await conn.execute(used_tokens.insert().values(token_id=token_id, used_at=self.now()))
-            except IntegrityError as exc:
-                raise TokenUsed("this enrolment link has already been used") from exc
-            try:
-                await conn.execute(credentials.insert().values(**values))
-            except IntegrityError as exc:
-                raise Conflict("this credential is already registered", code="credential_exists") from exc
+            if (yield execute("INSERT INTO spc_used_tokens (token_id, used_at) VALUES ($1, $2)"
+                              " ON CONFLICT DO NOTHING", token_id, now)) != 1:
+                raise TokenUsed("this enrolment link has already been used")
+            if (yield execute(insert, *values)) != 1:
+                raise Conflict("this credential is already registered", code="credential_exists")
+
+        await self._write(plan)
 
     async def get_credential(self, credential_id: bytes) -> Credential | None:
-        await self.ready()
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(
-                sa.select(credentials).where(credentials.c.credential_id == credential_id)
-            )).first()
-        return _credential(row) if row else None
+        def plan() -> Plan[Credential | None]:
+            row = yield fetch_row(_CREDENTIAL_SELECT + " WHERE credential_id = $1", credential_id)
+            return _credential(row) if row else None
+
+        return await self._read(plan)
 
     async def list_credentials(self, user_id: str, *, include_revoked: bool = False) -> list[Credential]:
-        await self.ready()
-        query = sa.select(credentials).where(credentials.c.user_id == user_id)
-        if not include_revoked:
-            query = query.where(credentials.c.revoked_at.is_(None))
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query.order_by(credentials.c.created_at))).all()
-        return [_credential(r) for r in rows]
+        live = "" if include_revoked else " AND revoked_at IS NULL"
+
+        def plan() -> Plan[list[Credential]]:
+            rows = yield fetch_rows(_CREDENTIAL_SELECT + f" WHERE user_id = $1{live} ORDER BY created_at", user_id)
+            return [_credential(r) for r in rows]
+
+        return await self._read(plan)
 
     async def payable_credentials(self, tenant_id: str, user_id: str) -> tuple[User | None, list[Credential]]:
         """The user, and the credentials this merchant may offer for a payment.
 
         Live credentials enrolled after the user's last opt-out at this
-        merchant. One connection, and the same queries whether the user
-        exists or not, so timing tells nothing (S11).
+        merchant. The same queries whether the user exists or not, so timing
+        tells nothing (docs/security.md S11).
         """
-        await self.ready()
-        async with self.engine.connect() as conn:
-            user_row = (await conn.execute(
-                sa.select(users.c.user_id, users.c.user_handle, users.c.name, users.c.display_name)
-                .where(users.c.user_id == user_id)
-            )).first()
-            opted_out_at = (await conn.execute(
-                sa.select(sa.func.max(opt_outs.c.reported_at))
-                .where(opt_outs.c.tenant_id == tenant_id, opt_outs.c.user_id == user_id)
-            )).scalar()
-            query = sa.select(credentials).where(
-                credentials.c.user_id == user_id, credentials.c.revoked_at.is_(None))
-            if opted_out_at is not None:
-                query = query.where(credentials.c.created_at > opted_out_at)
-            rows = (await conn.execute(query.order_by(credentials.c.created_at))).all()
-        return (User(*user_row) if user_row else None), [_credential(r) for r in rows]
+        def plan() -> Plan[tuple[User | None, list[Credential]]]:
+            user = yield fetch_row(_USER_SELECT + " WHERE user_id = $1", user_id)
+            rows = yield fetch_rows(
+                _CREDENTIAL_SELECT + " WHERE user_id = $1 AND revoked_at IS NULL AND created_at > COALESCE("
+                "(SELECT MAX(reported_at) FROM spc_opt_outs WHERE tenant_id = $2 AND user_id = $1), -1)"
+                " ORDER BY created_at", user_id, tenant_id,
+            )
+            return (User(*user) if user else None), [_credential(r) for r in rows]
+
+        return await self._read(plan)
 
     async def record_use(self, credential_id: bytes, *, expected_sign_count: int, new_sign_count: int,
                          backed_up: bool) -> bool:
@@ -189,70 +285,67 @@ class Store:
         False means another request used the credential in between: one
         assertion must not complete two ceremonies.
         """
-        await self.ready()
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                credentials.update()
-                .where(credentials.c.credential_id == credential_id)
-                .where(credentials.c.sign_count == expected_sign_count)
-                .where(credentials.c.revoked_at.is_(None))
-                .values(sign_count=new_sign_count, backed_up=backed_up, last_used_at=self.now())
+        now = self.now()
+
+        def plan() -> Plan[bool]:
+            moved = yield execute(
+                "UPDATE spc_credentials SET sign_count = $1, backed_up = $2, last_used_at = $3"
+                " WHERE credential_id = $4 AND sign_count = $5 AND revoked_at IS NULL",
+                new_sign_count, backed_up, now, credential_id, expected_sign_count,
             )
-        return result.rowcount == 1
+            return bool(moved == 1)
+
+        used: bool = await self._write(plan)
+        return used
 
     async def rename_credential(self, user_id: str, credential_id: bytes, nickname: str) -> bool:
-        return await self._update_credential(user_id, credential_id, nickname=nickname)
+        return await self._update_credential(user_id, credential_id, "nickname", nickname)
 
     async def revoke_credential(self, user_id: str, credential_id: bytes) -> bool:
-        return await self._update_credential(user_id, credential_id, revoked_at=self.now())
+        return await self._update_credential(user_id, credential_id, "revoked_at", self.now())
 
-    async def _update_credential(self, user_id: str, credential_id: bytes, **values: Any) -> bool:
-        await self.ready()
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                credentials.update()
-                .where(credentials.c.credential_id == credential_id)
-                .where(credentials.c.user_id == user_id)
-                .where(credentials.c.revoked_at.is_(None))
-                .values(**values)
+    async def _update_credential(self, user_id: str, credential_id: bytes, column: str, value: Any) -> bool:
+        def plan() -> Plan[bool]:
+            moved = yield execute(
+                f"UPDATE spc_credentials SET {column} = $1"
+                " WHERE credential_id = $2 AND user_id = $3 AND revoked_at IS NULL",
+                value, credential_id, user_id,
             )
-        return result.rowcount == 1
+            return bool(moved == 1)
+
+        updated: bool = await self._write(plan)
+        return updated
 
     # Challenges
 
     async def put_challenge(self, challenge: Challenge) -> None:
-        await self.ready()
-        async with self.engine.begin() as conn:
-            await conn.execute(challenges.insert().values(
-                challenge=challenge.challenge, purpose=challenge.purpose, subject=challenge.subject,
-                user_id=challenge.user_id, expires_at=challenge.expires_at, used_at=None,
-            ))
+        def plan() -> Plan[None]:
+            if (yield execute(
+                "INSERT INTO spc_challenges (challenge, purpose, subject, user_id, expires_at, used_at)"
+                " VALUES ($1, $2, $3, $4, $5, NULL) ON CONFLICT DO NOTHING",
+                challenge.challenge, challenge.purpose, challenge.subject, challenge.user_id, challenge.expires_at,
+            )) != 1:
+                raise Conflict("this challenge exists already", code="challenge_exists")
+
+        await self._write(plan)
 
     async def get_challenge(self, challenge: str) -> Challenge | None:
-        await self.ready()
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(sa.select(challenges).where(challenges.c.challenge == challenge))).first()
-        return Challenge(**row._mapping) if row else None
+        def plan() -> Plan[Challenge | None]:
+            row = yield fetch_row("SELECT challenge, purpose, subject, user_id, expires_at, used_at"
+                                  " FROM spc_challenges WHERE challenge = $1", challenge)
+            return Challenge(*row) if row else None
+
+        return await self._read(plan)
 
     async def consume_challenge(self, challenge: str, *, purpose: str, subject: str) -> bool:
         """Mark a live challenge used; True exactly once, for the right ceremony only."""
-        await self.ready()
-        async with self.engine.begin() as conn:
-            return await self._consume_challenge(conn, challenge, purpose=purpose, subject=subject)
-
-    async def _consume_challenge(self, conn: AsyncConnection, challenge: str, *, purpose: str,
-                                 subject: str) -> bool:
         now = self.now()
-        result = await conn.execute(
-            challenges.update()
-            .where(challenges.c.challenge == challenge)
-            .where(challenges.c.purpose == purpose)
-            .where(challenges.c.subject == subject)
-            .where(challenges.c.used_at.is_(None))
-            .where(challenges.c.expires_at > now)
-            .values(used_at=now)
-        )
-        return result.rowcount == 1
+
+        def plan() -> Plan[bool]:
+            return bool((yield execute(_CONSUME_CHALLENGE, now, challenge, purpose, subject)) == 1)
+
+        consumed: bool = await self._write(plan)
+        return consumed
 
     # Transactions
 
@@ -262,68 +355,78 @@ class Store:
         Uniqueness is the primary key's, never a read before the insert, so N
         concurrent initializes with one id give one row and N-1 conflicts.
         """
-        await self.ready()
-        values = {k: getattr(record, k) for k in transactions.c.keys() if hasattr(record, k)}
-        values.update(
-            data_json=json.dumps(record.data, separators=(",", ":")),
-            expected_json=json.dumps(record.expected, separators=(",", ":")),
-            credential_ids=json.dumps(list(record.credential_ids)),
-        )
-        async with self.engine.begin() as conn:
-            try:
-                await conn.execute(transactions.insert().values(**values))
-            except IntegrityError as exc:
-                raise Conflict(f"transaction id {record.transaction_id!r} is already used by this merchant",
-                               code="transaction_exists") from exc
-            await conn.execute(challenges.insert().values(
-                challenge=record.challenge, purpose=PAYMENT, subject=payment_subject(record.tenant_id,
-                                                                                     record.transaction_id),
-                user_id=record.user_id, expires_at=record.expires_at, used_at=None,
-            ))
+        values = _transaction_values(record)
+        insert = (f"INSERT INTO spc_transactions ({', '.join(TRANSACTION_COLUMNS)}) "
+                  f"VALUES ({placeholders(1, len(values))}) ON CONFLICT DO NOTHING")
+        subject = payment_subject(record.tenant_id, record.transaction_id)
+
+        def plan() -> Plan[None]:
+            if (yield execute(insert, *values)) != 1:
+                raise Conflict(f"transaction id {record.transaction_id[:128]!r} is already used by this merchant",
+                               code="transaction_exists")
+            yield execute(
+                "INSERT INTO spc_challenges (challenge, purpose, subject, user_id, expires_at, used_at)"
+                " VALUES ($1, $2, $3, $4, $5, NULL)",
+                record.challenge, PAYMENT, subject, record.user_id, record.expires_at,
+            )
+
+        await self._write(plan)
 
     async def get_transaction(self, tenant_id: str, transaction_id: str) -> TransactionRecord | None:
-        await self.ready()
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(sa.select(transactions).where(
-                transactions.c.tenant_id == tenant_id, transactions.c.transaction_id == transaction_id,
-            ))).first()
-        return _transaction(row) if row else None
+        now = self.now()
+
+        def plan() -> Plan[TransactionRecord | None]:
+            row = yield fetch_row(_TRANSACTION_SELECT + " WHERE tenant_id = $1 AND transaction_id = $2",
+                                  tenant_id, transaction_id)
+            return _transaction(row, now) if row else None
+
+        return await self._read(plan)
 
     async def find_transactions(self, tenant_ids: Collection[str], *, transaction_id: str | None = None,
                                 challenge: str | None = None) -> list[TransactionRecord]:
-        """Transactions of any of ``tenant_ids`` with this id or this challenge (at most one per tenant)."""
-        await self.ready()
-        query = sa.select(transactions).where(transactions.c.tenant_id.in_(list(tenant_ids)))
-        if transaction_id is not None:
-            query = query.where(transactions.c.transaction_id == transaction_id)
-        if challenge is not None:
-            query = query.where(transactions.c.challenge == challenge)
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query.limit(2))).all()
-        return [_transaction(r) for r in rows]
+        """Transactions of any of ``tenant_ids`` with this id or this challenge (at most two are read)."""
+        tenants = list(tenant_ids)
+        if not tenants:
+            return []
+        column, value = ("transaction_id", transaction_id) if transaction_id is not None else ("challenge", challenge)
+        sql = (_TRANSACTION_SELECT + f" WHERE {column} = $1 AND tenant_id IN ({placeholders(2, len(tenants))})"
+               " LIMIT 2")
+        now = self.now()
+
+        def plan() -> Plan[list[TransactionRecord]]:
+            rows = yield fetch_rows(sql, value, *tenants)
+            return [_transaction(r, now) for r in rows]
+
+        return await self._read(plan)
 
     async def list_transactions(self, user_id: str, *, tenant_id: str | None = None,
                                 limit: int = 100) -> list[TransactionRecord]:
-        """A user's transactions, newest first; pending ones past their TTL are marked expired first."""
-        await self.expire_due()
-        query = sa.select(transactions).where(transactions.c.user_id == user_id)
-        if tenant_id is not None:
-            query = query.where(transactions.c.tenant_id == tenant_id)
-        query = query.order_by(transactions.c.created_at.desc(), transactions.c.transaction_id).limit(limit)
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [_transaction(r) for r in rows]
+        """A user's transactions, newest first; pending ones past their TTL read as expired."""
+        now = self.now()
+        if tenant_id is None:
+            sql, args = _TRANSACTION_SELECT + " WHERE user_id = $1", (user_id,)
+        else:
+            sql, args = _TRANSACTION_SELECT + " WHERE user_id = $1 AND tenant_id = $2", (user_id, tenant_id)
+        sql += f" ORDER BY created_at DESC, transaction_id LIMIT {int(limit)}"
+
+        def plan() -> Plan[list[TransactionRecord]]:
+            rows = yield fetch_rows(sql, *args)
+            return [_transaction(r, now) for r in rows]
+
+        return await self._read(plan)
 
     async def expire_due(self) -> int:
-        """Move every pending transaction past its TTL to expired (forward only)."""
-        await self.ready()
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                transactions.update()
-                .where(transactions.c.state == PENDING, transactions.c.expires_at <= self.now())
-                .values(state=EXPIRED)
+        """Mark every pending transaction past its TTL expired (a sweep; reads already show them so)."""
+        now = self.now()
+
+        def plan() -> Plan[int]:
+            count: int = yield execute(
+                "UPDATE spc_transactions SET state = $1 WHERE state = $2 AND expires_at <= $3", EXPIRED, PENDING, now,
             )
-        return result.rowcount
+            return count
+
+        expired: int = await self._write(plan)
+        return expired
 
     async def finalize_transaction(
         self, tenant_id: str, transaction_id: str, *, challenge: str, credential_id: bytes,
@@ -336,105 +439,133 @@ class Store:
         the value the verifier saw (compare-and-set), and moves the transaction
         from pending to succeeded; if any of the three conditional updates
         matches no row (a parallel submit won, the TTL passed, the credential
-        was revoked), everything rolls back (SECURITY.md A10, S8, T3).
+        was revoked), everything rolls back (docs/security.md A10, S8, T3). A
+        transaction found past its TTL is marked expired on the way out.
         """
-        await self.ready()
         now = self.now()
-        async with self.engine.begin() as conn:
-            # Writes only, first statement included: a SQLite reader upgrading to a writer could not wait.
-            if not await self._consume_challenge(conn, challenge, purpose=PAYMENT,
-                                                 subject=payment_subject(tenant_id, transaction_id)):
-                raise ChallengeError("this transaction's challenge is expired or was already used",
-                                     code="challenge_used")
-            used = await conn.execute(
-                credentials.update()
-                .where(credentials.c.credential_id == credential_id,
-                       credentials.c.sign_count == expected_sign_count,
-                       credentials.c.revoked_at.is_(None))
-                .values(sign_count=new_sign_count, backed_up=backed_up, last_used_at=now)
+        subject = payment_subject(tenant_id, transaction_id)
+
+        def plan() -> Plan[None | Refusal]:
+            if (yield execute(_CONSUME_CHALLENGE, now, challenge, PAYMENT, subject)) != 1:
+                error = ChallengeError("this transaction's challenge is expired or was already used",
+                                       code="challenge_used")
+                return (yield from _expire_if_due(tenant_id, transaction_id, now, error))
+            used = yield execute(
+                "UPDATE spc_credentials SET sign_count = $1, backed_up = $2, last_used_at = $3"
+                " WHERE credential_id = $4 AND sign_count = $5 AND revoked_at IS NULL",
+                new_sign_count, backed_up, now, credential_id, expected_sign_count,
             )
-            if used.rowcount != 1:
+            if used != 1:
                 raise AssertionRejected("the credential was used or revoked concurrently", code="credential_in_use")
-            moved = await conn.execute(
-                transactions.update()
-                .where(transactions.c.tenant_id == tenant_id, transactions.c.transaction_id == transaction_id,
-                       transactions.c.challenge == challenge, transactions.c.state == PENDING,
-                       transactions.c.expires_at > now)
-                .values(state=SUCCEEDED, finalized_at=now, credential_id=credential_id, method=method,
-                        browser_bound_public_key=browser_bound_public_key)
+            moved = yield execute(
+                "UPDATE spc_transactions SET state = $1, finalized_at = $2, credential_id = $3, method = $4,"
+                " browser_bound_public_key = $5 WHERE tenant_id = $6 AND transaction_id = $7 AND challenge = $8"
+                " AND state = $9 AND expires_at > $2",
+                SUCCEEDED, now, credential_id, method, browser_bound_public_key, tenant_id, transaction_id,
+                challenge, PENDING,
             )
-            if moved.rowcount != 1:
+            if moved != 1:
                 raise Conflict("the transaction is no longer pending", code="transaction_not_pending")
+            return None
+
+        await self._write(plan)
 
     async def record_opt_out(self, tenant_id: str, transaction_id: str, *, reported_by: str) -> OptOut:
-        """The user chose "opt out" in the SPC dialog: fail the transaction, burn its challenge, record it."""
-        await self.ready()
+        """The user chose "opt out" in the SPC dialog: burn the challenge, fail the transaction, record it."""
         now = self.now()
-        async with self.engine.begin() as conn:
-            moved = await conn.execute(
-                transactions.update()
-                .where(transactions.c.tenant_id == tenant_id, transactions.c.transaction_id == transaction_id,
-                       transactions.c.state == PENDING, transactions.c.expires_at > now)
-                .values(state=FAILED, failure_reason="opt_out", finalized_at=now)
+
+        def plan() -> Plan[OptOut | Refusal]:
+            row = yield fetch_row(_TRANSACTION_SELECT + " WHERE tenant_id = $1 AND transaction_id = $2",
+                                  tenant_id, transaction_id)
+            not_pending = Conflict("the transaction is no longer pending", code="transaction_not_pending")
+            if row is None:
+                raise not_pending
+            record = _transaction(row, now)
+            # Lock order: the challenge first, as finalize takes it.
+            if (yield execute(_CONSUME_CHALLENGE, now, record.challenge, PAYMENT,
+                              payment_subject(tenant_id, transaction_id))) != 1:
+                return (yield from _expire_if_due(tenant_id, transaction_id, now, not_pending))
+            moved = yield execute(
+                "UPDATE spc_transactions SET state = $1, failure_reason = $2, finalized_at = $3"
+                " WHERE tenant_id = $4 AND transaction_id = $5 AND state = $6 AND expires_at > $3",
+                FAILED, "opt_out", now, tenant_id, transaction_id, PENDING,
             )
-            if moved.rowcount != 1:
-                raise Conflict("the transaction is no longer pending", code="transaction_not_pending")
-            row = (await conn.execute(sa.select(transactions).where(
-                transactions.c.tenant_id == tenant_id, transactions.c.transaction_id == transaction_id,
-            ))).one()
-            record = _transaction(row)
-            await conn.execute(challenges.update().where(challenges.c.challenge == record.challenge)
-                               .values(used_at=now))
-            opt_out = OptOut(tenant_id=tenant_id, user_id=record.user_id, transaction_id=transaction_id,
-                             credential_ids=record.credential_ids, reported_by=reported_by, reported_at=now)
-            await conn.execute(opt_outs.insert().values(
-                tenant_id=tenant_id, user_id=record.user_id, transaction_id=transaction_id,
-                credential_ids=json.dumps(list(record.credential_ids)), reported_by=reported_by, reported_at=now,
-            ))
+            if moved != 1:
+                raise not_pending
+            offered = json.dumps(list(record.credential_ids))
+            yield execute(
+                "INSERT INTO spc_opt_outs (tenant_id, user_id, transaction_id, credential_ids, reported_by,"
+                " reported_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                tenant_id, record.user_id, transaction_id, offered, reported_by, now,
+            )
+            return OptOut(tenant_id=tenant_id, user_id=record.user_id, transaction_id=transaction_id,
+                          credential_ids=record.credential_ids, reported_by=reported_by, reported_at=now)
+
+        opt_out: OptOut = await self._write(plan)
         return opt_out
 
     async def latest_opt_out(self, tenant_id: str, user_id: str) -> float | None:
         """When the user last opted out at this merchant, if ever."""
-        await self.ready()
-        async with self.engine.connect() as conn:
-            value = (await conn.execute(
-                sa.select(sa.func.max(opt_outs.c.reported_at))
-                .where(opt_outs.c.tenant_id == tenant_id, opt_outs.c.user_id == user_id)
-            )).scalar()
-        return value
+        def plan() -> Plan[float | None]:
+            row = yield fetch_row("SELECT MAX(reported_at) FROM spc_opt_outs WHERE tenant_id = $1 AND user_id = $2",
+                                  tenant_id, user_id)
+            return row[0] if row else None
+
+        return await self._read(plan)
 
     async def list_opt_outs(self, user_id: str) -> list[OptOut]:
-        await self.ready()
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(
-                sa.select(opt_outs).where(opt_outs.c.user_id == user_id).order_by(opt_outs.c.reported_at)
-            )).all()
-        return [
-            OptOut(tenant_id=r.tenant_id, user_id=r.user_id, transaction_id=r.transaction_id,
-                   credential_ids=tuple(json.loads(r.credential_ids)), reported_by=r.reported_by,
-                   reported_at=r.reported_at)
-            for r in rows
-        ]
+        def plan() -> Plan[list[OptOut]]:
+            rows = yield fetch_rows(
+                "SELECT tenant_id, user_id, transaction_id, credential_ids, reported_by, reported_at"
+                " FROM spc_opt_outs WHERE user_id = $1 ORDER BY reported_at, id", user_id,
+            )
+            return [OptOut(tenant_id=r[0], user_id=r[1], transaction_id=r[2], credential_ids=tuple(json.loads(r[3])),
+                           reported_by=r[4], reported_at=r[5]) for r in rows]
+
+        return await self._read(plan)
 
     # Single-use tokens
 
     async def is_token_used(self, token_id: str) -> bool:
-        await self.ready()
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(sa.select(used_tokens.c.token_id).where(used_tokens.c.token_id == token_id))).first()
-        return row is not None
+        def plan() -> Plan[bool]:
+            return (yield fetch_row("SELECT 1 FROM spc_used_tokens WHERE token_id = $1", token_id)) is not None
+
+        return await self._read(plan)
 
 
-PAYMENT = "payment"
+def _expire_if_due(tenant_id: str, transaction_id: str, now: float, error: Exception) -> Plan[Refusal]:
+    """Mark the transaction expired if its TTL has passed (a write that keeps), then refuse."""
+    yield execute(
+        "UPDATE spc_transactions SET state = $1 WHERE tenant_id = $2 AND transaction_id = $3 AND state = $4"
+        " AND expires_at <= $5", EXPIRED, tenant_id, transaction_id, PENDING, now,
+    )
+    return Refusal(error)  # type: ignore[arg-type]
 
 
-def payment_subject(tenant_id: str, transaction_id: str) -> str:
-    """The challenge subject binding a payment challenge to one tenant's transaction."""
-    return json.dumps([tenant_id, transaction_id], separators=(",", ":"))
+def _credential(row: tuple[Any, ...]) -> Credential:
+    values = dict(zip(CREDENTIAL_COLUMNS, row))
+    values["transports"] = tuple(json.loads(values["transports"]))
+    values["backup_eligible"] = bool(values["backup_eligible"])
+    values["backed_up"] = bool(values["backed_up"])
+    return Credential(**values)
 
 
-def _sqlite_busy_timeout(dbapi_connection: Any, _record: Any) -> None:
-    # Concurrent writers wait for the lock instead of failing at once.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
+def _transaction(row: tuple[Any, ...], now: float) -> TransactionRecord:
+    values = dict(zip(TRANSACTION_COLUMNS, row))
+    values["data"] = json.loads(values.pop("data_json"))
+    values["expected"] = json.loads(values.pop("expected_json"))
+    values["credential_ids"] = tuple(json.loads(values["credential_ids"]))
+    record = TransactionRecord(**values)
+    if record.state == PENDING and record.expires_at <= now:
+        return replace(record, state=EXPIRED)
+    return record
+
+
+def _transaction_values(record: TransactionRecord) -> list[Any]:
+    fields = {
+        **{c: getattr(record, c, None) for c in TRANSACTION_COLUMNS},
+        "data_json": json.dumps(record.data, separators=(",", ":")),
+        "expected_json": json.dumps(record.expected, separators=(",", ":")),
+        "credential_ids": json.dumps(list(record.credential_ids)),
+    }
+    return [fields[c] for c in TRANSACTION_COLUMNS]

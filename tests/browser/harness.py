@@ -250,11 +250,8 @@ def read_database(database: Path | str, query: Callable[[Any], Awaitable[T]]) ->
     from spc_embed.storage import Store
 
     async def read() -> T:
-        store = Store(f"sqlite:///{database}")
-        try:
+        async with Store(f"sqlite:///{database}") as store:
             return await query(store)
-        finally:
-            await store.close()
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, read()).result()
