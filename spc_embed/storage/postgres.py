@@ -106,10 +106,7 @@ class PostgresBackend:
             return pool
         creating = self._creating.get(loop)
         if creating is None:
-            creating = loop.create_task(asyncpg.create_pool(
-                self.url, min_size=1, max_size=self.pool_size, timeout=self.timeout,
-                command_timeout=self.timeout, statement_cache_size=256,
-            ))
+            creating = loop.create_task(self._create_pool())
             self._creating[loop] = creating
         try:
             pool = await creating
@@ -117,6 +114,12 @@ class PostgresBackend:
             self._creating.pop(loop, None)
         self._pools[loop] = pool
         return pool
+
+    async def _create_pool(self) -> asyncpg.Pool:
+        return await asyncpg.create_pool(
+            self.url, min_size=1, max_size=self.pool_size, timeout=self.timeout,
+            command_timeout=self.timeout, statement_cache_size=256,
+        )
 
     async def ping(self) -> None:
         await self.read(_ping)
