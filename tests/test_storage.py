@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
 
+import asyncpg
 import pytest
 
 from factories import FakeClock
-from spc_embed.errors import AssertionRejected, ChallengeError, Conflict
-from spc_embed.storage import Challenge, Credential, Store, TransactionRecord, payment_subject
+from postgres import free_port
+from spc_embed.errors import (
+    AssertionRejected, ChallengeError, ConfigurationError, Conflict, InvalidRequest, StorageUnavailable,
+)
+from spc_embed.storage import SCHEMA_VERSION, Challenge, Credential, Store, TransactionRecord, payment_subject
 from spc_embed.transactions import EXPIRED, FAILED, PENDING, SUCCEEDED
 
 CREDENTIAL_ID = b"\x07" * 32
@@ -20,8 +27,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def store(tmp_path, clock) -> Store:
-    db = Store(f"sqlite:///{tmp_path / 'spc.db'}", clock=clock)
+async def store(database_url: str, clock: FakeClock) -> Store:
+    db = Store(database_url, clock=clock)
     await db.open()
     await db.put_challenge(Challenge("reg-challenge", "registration", "token-1", "alice", clock() + 60))
     await db.add_credential(
@@ -190,3 +197,155 @@ async def test_find_transactions_by_id_or_challenge_within_tenants(store: Store,
     assert [t.transaction_id for t in await store.find_transactions(["merchant"], challenge="pay-challenge-1")] \
         == ["order-1"]
     assert await store.find_transactions(["shop"], transaction_id="order-1") == []
+
+
+# Lifecycle: open, schema step, several loops, outages
+
+
+async def set_schema_version(database_url: str, version: int) -> None:
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
+            conn.execute("UPDATE spc_schema SET version = ?", (version,))
+    else:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute("UPDATE spc_schema SET version = $1", version)
+        finally:
+            await conn.close()
+
+
+async def test_the_schema_step_is_idempotent_and_keeps_the_data(database_url: str, clock: FakeClock) -> None:
+    async with Store(database_url, clock=clock) as first:
+        await first.create_transaction(record(clock))
+    async with Store(database_url, clock=clock) as again:
+        assert (await again.get_transaction("merchant", "order-1")).challenge == "pay-challenge-1"
+
+
+async def test_a_database_of_an_unknown_schema_version_is_refused_at_open(database_url: str) -> None:
+    async with Store(database_url):
+        pass
+    await set_schema_version(database_url, SCHEMA_VERSION + 41)
+    with pytest.raises(ConfigurationError, match=f"schema version {SCHEMA_VERSION + 41}"):
+        await Store(database_url).open()
+
+
+async def test_stores_opening_together_on_a_fresh_database_all_open(database_url: str) -> None:
+    stores = [Store(database_url) for _ in range(6)]
+
+    def open_in_own_loop(store: Store) -> None:
+        asyncio.run(store.open())
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        list(pool.map(open_in_own_loop, stores))
+    for store in stores:
+        await store.close()
+
+
+async def test_a_sqlite_file_that_cannot_be_created_fails_at_open_naming_it(tmp_path) -> None:
+    missing = tmp_path / "no-such-directory" / "spc.db"
+    with pytest.raises(ConfigurationError, match=str(missing)):
+        await Store(f"sqlite:///{missing}").open()
+
+
+async def test_an_unreachable_postgresql_server_fails_at_open_naming_it() -> None:
+    port = free_port()
+    started = time.monotonic()
+    with pytest.raises(ConfigurationError, match=f"127.0.0.1:{port}/spc"):
+        await Store(f"postgresql://spc:secret@127.0.0.1:{port}/spc").open()
+    assert time.monotonic() - started < 5
+
+
+def test_a_password_never_reaches_messages() -> None:
+    assert "secret" not in repr(Store("postgresql://spc:secret@db.internal/spc"))
+
+
+async def test_a_store_used_before_open_answers_storage_unavailable(tmp_path) -> None:
+    with pytest.raises(StorageUnavailable) as caught:
+        await Store(f"sqlite:///{tmp_path / 'spc.db'}").get_user("alice")
+    assert caught.value.status == 503 and caught.value.code == "storage_unavailable"
+
+
+async def test_opens_are_counted(database_url: str) -> None:
+    store = Store(database_url)
+    await store.open()
+    await store.open()
+    await store.close()
+    assert await store.get_user("alice") is None  # still open: one close per open
+    await store.close()
+    with pytest.raises(StorageUnavailable):
+        await store.get_user("alice")
+
+
+async def test_several_event_loops_use_one_store(store: Store, clock: FakeClock) -> None:
+    # TestClient and reloaders run an app on other loops than the one that opened it.
+    def in_own_loop(n: int) -> list[str]:
+        async def work() -> list[str]:
+            for i in range(5):
+                await store.create_transaction(record(clock, transaction_id=f"loop{n}-{i}", challenge=f"c{n}-{i}"))
+            return [t.transaction_id for t in await store.find_transactions(["merchant"], transaction_id=f"loop{n}-4")]
+        return asyncio.run(work())
+
+    with ThreadPoolExecutor(3) as pool:
+        found = list(pool.map(in_own_loop, range(3)))
+    assert found == [["loop0-4"], ["loop1-4"], ["loop2-4"]]
+    assert (await store.get_transaction("merchant", "loop2-0")).state == PENDING
+
+
+async def test_sqlite_commits_are_durable(tmp_path) -> None:
+    async with Store(f"sqlite:///{tmp_path / 'spc.db'}") as store:
+        writer = store.backend._write_conn
+        assert writer.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: fsync on every commit
+        assert writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_a_refused_write_in_a_shared_commit_leaves_the_others_written(store: Store, clock: FakeClock) -> None:
+    # Thirty writes at once share commits; the twenty duplicates are refused alone.
+    attempts = [store.create_transaction(record(clock, transaction_id=f"t{i % 10}", challenge=f"c{i}"))
+                for i in range(30)]
+    results = await asyncio.gather(*attempts, return_exceptions=True)
+    assert sum(r is None for r in results) == 10
+    assert all(isinstance(r, Conflict) for r in results if r is not None)
+    for i in range(10):
+        stored = await store.get_transaction("merchant", f"t{i}")
+        assert await store.get_challenge(stored.challenge) is not None
+    refused = [f"c{i}" for i, r in enumerate(results) if r is not None]
+    assert [await store.get_challenge(c) for c in refused] == [None] * 20
+
+
+async def test_text_the_database_cannot_hold_is_a_400_not_a_crash(store: Store, clock: FakeClock) -> None:
+    unstorable = ["\ud800"]  # a lone surrogate: no UTF-8 for it
+    if store.backend.dialect == "postgresql":
+        unstorable.append("user\x00id")  # PostgreSQL text cannot hold NUL
+    for text in unstorable:
+        with pytest.raises(InvalidRequest) as caught:
+            await store.create_transaction(record(clock, user_id=text))
+        assert caught.value.status == 400 and caught.value.code == "unstorable_value"
+        with pytest.raises(InvalidRequest):
+            await store.get_or_create_user(text, "name", "name", b"h" * 32)
+        with pytest.raises(InvalidRequest):
+            await store.get_transaction("merchant", text)
+    assert await store.get_transaction("merchant", "order-1") is None
+
+
+async def test_a_postgresql_outage_is_storage_unavailable_and_heals_by_itself(
+        postgres_server, postgres_url: str, clock: FakeClock) -> None:
+    async with Store(postgres_url, clock=clock) as store:
+        await store.create_transaction(record(clock))
+        with postgres_server.outage():
+            for attempt in range(3):
+                started = time.monotonic()
+                with pytest.raises(StorageUnavailable):
+                    await store.get_transaction("merchant", "order-1")
+                with pytest.raises(StorageUnavailable):
+                    await store.create_transaction(record(clock, transaction_id=f"during-{attempt}",
+                                                          challenge=f"during-{attempt}"))
+                assert time.monotonic() - started < 5
+        deadline = time.monotonic() + 1
+        while True:  # back within a second of the server's return, without reopening
+            try:
+                assert (await store.get_transaction("merchant", "order-1")).state == PENDING
+                break
+            except StorageUnavailable:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+        assert await store.get_transaction("merchant", "during-0") is None  # nothing half-written

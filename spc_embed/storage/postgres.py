@@ -11,6 +11,7 @@ retried, every other driver or connection error becomes a 503.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import Callable
@@ -95,8 +96,9 @@ class PostgresBackend:
                     await asyncio.wait_for(pool.close(), self.timeout)
                 except (asyncio.TimeoutError, *_DRIVER_ERRORS):
                     pool.terminate()
-            else:
-                pool.terminate()  # its loop is elsewhere or gone: no graceful goodbye possible
+            else:  # its loop is elsewhere or gone: no graceful goodbye possible
+                with contextlib.suppress(RuntimeError):  # "Event loop is closed": its sockets went with it
+                    pool.terminate()
         self._pools.clear()
 
     async def _pool(self) -> asyncpg.Pool:
