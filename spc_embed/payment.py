@@ -17,6 +17,12 @@ Two ceremonies confirm a transaction, and both share one assertion core:
   with the same challenge. Verified by :func:`verify_fallback_assertion`:
   origin is the issuer, ``crossOrigin`` is true and ``topOrigin`` the merchant.
 
+Both verifiers take the browser's JSON; a caller that has already parsed it
+(:func:`parse_authentication_response`, for instance to find the transaction
+by its challenge) passes the parsed :class:`AuthenticationResponse` to
+:func:`verify_payment_response` / :func:`verify_fallback_response` instead, so
+a request parses its credential once.
+
 The caller owns the database side (SECURITY.md A10, A12): it passes the
 stored credential and what initialize recorded (:class:`ExpectedPayment`), and
 applies the result atomically (challenge consumed, sign count compared and
@@ -364,6 +370,23 @@ def verify_payment_assertion(
     """Verify a ``payment.get`` assertion (AuthenticationResponseJSON) against what initialize recorded."""
     # SPC step 1 / §7.2 steps "let credential, response, clientExtensionResults".
     response = parse_authentication_response(credential)
+    return _verify_payment(response, expected, stored_credential, require_user_verification)
+
+
+@_wrapped
+def verify_payment_response(
+    *,
+    response: AuthenticationResponse,
+    expected: ExpectedPayment,
+    stored_credential: Credential,
+    require_user_verification: bool = True,
+) -> VerifiedPayment:
+    """:func:`verify_payment_assertion` for a response the caller has already parsed (once per request)."""
+    return _verify_payment(response, expected, stored_credential, require_user_verification)
+
+
+def _verify_payment(response: AuthenticationResponse, expected: ExpectedPayment, stored_credential: Credential,
+                    require_user_verification: bool) -> VerifiedPayment:
     # §7.2 credential and user steps (SPC: the credentials provided to the SPC caller).
     _check_credential(response, expected, stored_credential)
     # §7.2 C.type (SPC: "payment.get"), C.challenge, C.origin (SPC: where SPC was called from:
@@ -393,6 +416,23 @@ def verify_fallback_assertion(
 ) -> VerifiedPayment:
     """Verify the fallback's ``webauthn.get`` assertion, made in the issuer iframe on the merchant page."""
     response = parse_authentication_response(credential)
+    return _verify_fallback(response, expected, stored_credential, require_user_verification)
+
+
+@_wrapped
+def verify_fallback_response(
+    *,
+    response: AuthenticationResponse,
+    expected: ExpectedPayment,
+    stored_credential: Credential,
+    require_user_verification: bool = True,
+) -> VerifiedPayment:
+    """:func:`verify_fallback_assertion` for a response the caller has already parsed (once per request)."""
+    return _verify_fallback(response, expected, stored_credential, require_user_verification)
+
+
+def _verify_fallback(response: AuthenticationResponse, expected: ExpectedPayment, stored_credential: Credential,
+                     require_user_verification: bool) -> VerifiedPayment:
     # §7.2 credential and user steps: the credentials offered for this transaction.
     _check_credential(response, expected, stored_credential)
     # §7.2 C.type "webauthn.get" (A3), C.challenge, C.origin = the issuer (the iframe's own
