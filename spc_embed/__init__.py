@@ -24,11 +24,15 @@ from .merchant import (
     issuer_iframe,
 )
 from .payment import (
+    AuthenticationResponse,
     ExpectedPayment,
     VerifiedPayment,
+    parse_authentication_response,
     payment_request_options,
     verify_fallback_assertion,
+    verify_fallback_response,
     verify_payment_assertion,
+    verify_payment_response,
 )
 from .results import ResultSigner, verify_result_token
 from .storage import Store
@@ -43,6 +47,7 @@ __all__ = [
     "install_jinja_globals",
     "issuer_iframe",
     "AssertionRejected",
+    "AuthenticationResponse",
     "ConfigurationError",
     "EnrollmentToken",
     "ExpectedPayment",
@@ -61,10 +66,13 @@ __all__ = [
     "VerificationError",
     "VerifiedPayment",
     "canonical_json",
+    "parse_authentication_response",
     "parse_transaction_data",
     "payment_request_options",
     "transaction_hash",
     "verify_fallback_assertion",
+    "verify_fallback_response",
     "verify_payment_assertion",
+    "verify_payment_response",
     "verify_result_token",
 ]

@@ -2,14 +2,20 @@
 database and the token machinery, and builds the mountable Starlette app.
 
     issuer = Issuer(IssuerConfig(...), mount_path="/spc")
-    app.mount("/spc", issuer.app)                      # Starlette or FastAPI
+    app = Starlette(lifespan=issuer.lifespan)          # or FastAPI(lifespan=issuer.lifespan)
+    app.mount("/spc", issuer.app)
     url = issuer.enrollment_url(user_id=..., merchant_origin=...)
+
+Starlette does not run a mounted app's lifespan, so the host passes
+``issuer.lifespan`` to its own app; ``issuer.app`` has the same lifespan for
+when it is served (or tested) on its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -20,13 +26,15 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from . import enrollment_routes, pay_routes
+from .api_keys import ApiKeys
 from .config import IssuerConfig
-from .enrollment_routes import enrollment_routes
+from .context import IssuerContext
 from .errors import ConfigurationError
 from .results import ResultSigner
 from .storage import Store
-from .tokens import EnrollmentToken, EnrollmentTokens
-from .transaction_routes import PaymentHandles, transaction_routes
+from .tokens import EnrollmentToken, EnrollmentTokens, PaymentHandles
+from .transaction_routes import transaction_routes
 from .web import EXCEPTION_HANDLERS, DefaultHeaders, WidgetFiles
 
 
@@ -65,15 +73,36 @@ class Issuer:
             jinja2.PackageLoader("spc_embed", "templates"),
         ])
         self.templates = Jinja2Templates(env=jinja2.Environment(loader=loader, autoescape=True))
+        self.context = IssuerContext(
+            config=config, store=self.store, enrollment_tokens=self.enrollment_tokens,
+            result_signer=self.result_signer, payment_handles=self.payment_handles,
+            api_keys=ApiKeys(config.merchants, config.admin_api_key_hashes), templates=self.templates,
+            base_url=config.origin + mount_path, clock=clock,
+        )
         self.app = self._build_app()
 
     @property
     def base_url(self) -> str:
         """The public URL this app answers at: the issuer origin plus the mount path."""
-        return self.config.origin + self.mount_path
+        return self.context.base_url
 
     def url(self, path: str) -> str:
-        return self.base_url + path
+        return self.context.url(path)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object = None) -> AsyncIterator[None]:
+        """Open the store at startup and close it at shutdown.
+
+        Pass it to the host app, ``Starlette(lifespan=issuer.lifespan)`` or
+        ``FastAPI(lifespan=issuer.lifespan)``, or enter it around other uses
+        (``async with issuer.lifespan(): ...``). ``issuer.app`` runs it too when
+        served on its own; the store counts its openings, so both may run.
+        """
+        await self.store.open()
+        try:
+            yield
+        finally:
+            await self.store.close()
 
     def enrollment_url(
         self,
@@ -96,17 +125,20 @@ class Issuer:
             instrument_name=instrument_name, instrument_icon=instrument_icon,
             merchant_origin=merchant_origin,
         ))
-        return self.url("/enroll?token=" + token)
+        return self.url(self.app.url_path_for("enroll_page") + "?token=" + token)
 
     def _build_app(self) -> Starlette:
-        routes = [
-            *enrollment_routes(self),
-            *transaction_routes(self),
-            Mount("/widget", app=WidgetFiles(StaticFiles(directory=widget_directory()), self.config.merchant_origins),
-                  name="widget"),
-        ]
-        return Starlette(
-            routes=routes,
+        widget = WidgetFiles(StaticFiles(directory=widget_directory()), self.config.merchant_origins)
+        app = Starlette(
+            routes=[
+                *enrollment_routes.ROUTES,
+                *transaction_routes(self.config.merchant_origins),
+                *pay_routes.ROUTES,
+                Mount("/widget", app=widget, name="widget"),
+            ],
             middleware=[Middleware(DefaultHeaders)],
             exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+            lifespan=self.lifespan,
         )
+        app.state.spc = self.context
+        return app

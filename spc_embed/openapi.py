@@ -8,10 +8,9 @@ The static widget files (``/widget/...``) are not API and are left out.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .issuer import Issuer
+from .context import IssuerContext
 
 EXAMPLE_TRANSACTION_DATA = {
     "amount": "100.00",
@@ -315,18 +314,18 @@ def _paths() -> dict[str, Any]:
     }
 
 
-def openapi_document(issuer: Issuer) -> dict[str, Any]:
+def openapi_document(ctx: IssuerContext) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
-            "title": f"{issuer.config.rp_name}: Secure Payment Confirmation (spc-embed)",
+            "title": f"{ctx.config.rp_name}: Secure Payment Confirmation (spc-embed)",
             "version": "1",
             "description": "Server-to-server calls authenticate with the apiKey header or Authorization: Bearer. "
                            "Merchant keys act for their merchant; the admin keys (IssuerConfig.admin_api_keys) "
                            "manage credentials and list across merchants. Every error is JSON "
                            "{code, message} with a stable code.",
         },
-        "servers": [{"url": issuer.base_url}],
+        "servers": [{"url": ctx.base_url}],
         "paths": _paths(),
         "components": {
             "schemas": SCHEMAS,

@@ -20,6 +20,7 @@ from .config import normalize_origin
 from .errors import ConfigurationError, TokenError, TokenExpired
 
 ENROLLMENT_SALT = "spc-embed.enrollment.v1"
+PAYMENT_HANDLE_SALT = "spc-embed.payment-handle.v1"
 
 
 @dataclass(frozen=True)
@@ -116,3 +117,22 @@ def _enrollment_token(payload: dict[str, Any]) -> EnrollmentToken:
         return EnrollmentToken(**payload)
     except (TypeError, ConfigurationError) as exc:
         raise TokenError("this link is not valid (unexpected fields)") from exc
+
+
+class PaymentHandles:
+    """Signed handles naming one tenant's transaction, for the fallback iframe URL."""
+
+    def __init__(self, secret_keys: Sequence[str], *, max_age: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._tokens = SignedTokens(list(secret_keys), salt=PAYMENT_HANDLE_SALT, max_age=max_age, clock=clock)
+
+    def mint(self, tenant_id: str, transaction_id: str) -> str:
+        return self._tokens.dumps({"tenant": tenant_id, "transaction": transaction_id})
+
+    def load(self, value: object) -> tuple[str, str]:
+        """(tenant id, transaction id) of an authentic, unexpired handle."""
+        payload = self._tokens.loads(value)
+        tenant, transaction = payload.get("tenant"), payload.get("transaction")
+        if not isinstance(tenant, str) or not isinstance(transaction, str):
+            raise TokenError("this link is not valid (unexpected payload)")
+        return tenant, transaction

@@ -1,4 +1,4 @@
-"""The thin adapter between Starlette and the core: errors, bodies, origins, CORS.
+"""The thin adapter between Starlette and the core: the context, errors, bodies, origins, CORS.
 
 One error boundary turns every refusal into ``{"code", "message"}`` with the
 right status, and anything unexpected into a logged 500 without a traceback.
@@ -7,16 +7,21 @@ right status, and anything unexpected into a logged 500 without a traceback.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Collection
 
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .api_keys import presented_key
+from .context import IssuerContext
 from .encoding import loads_json
-from .errors import Forbidden, InvalidRequest, PayloadTooLarge, SPCEmbedError
+from .errors import Forbidden, InvalidRequest, PayloadTooLarge, SPCEmbedError, StorageUnavailable
 
 logger = logging.getLogger("spc_embed")
 
@@ -33,6 +38,17 @@ async def handle_library_error(request: Request, exc: SPCEmbedError) -> Response
     return error_response(exc)
 
 
+async def handle_storage_unavailable(request: Request, exc: StorageUnavailable) -> Response:
+    # A handled exception, not a 500: Starlette's ServerErrorMiddleware would re-raise that and the
+    # server would close the keep-alive connection. Not logged per request: the store reports the outage.
+    logger.debug("storage unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(exc, headers=retry_after(exc))
+
+
+def retry_after(exc: StorageUnavailable) -> dict[str, str]:
+    return {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+
+
 async def handle_http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     codes = {404: "not_found", 405: "method_not_allowed"}
@@ -47,10 +63,38 @@ async def handle_unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 EXCEPTION_HANDLERS = {
+    StorageUnavailable: handle_storage_unavailable,
     SPCEmbedError: handle_library_error,
     HTTPException: handle_http_error,
     Exception: handle_unexpected_error,
 }
+
+
+def issuer_context(request: Request) -> IssuerContext:
+    """The issuer's context. ``request.app`` is the issuer's own app even when it is mounted in a host:
+    Starlette sets ``scope["app"]`` to each application a request passes through, the innermost last."""
+    context: IssuerContext = request.app.state.spc
+    return context
+
+
+def app_url(request: Request, name: str, **path_params: Any) -> str:
+    """The public URL of one of the issuer app's routes: configured origin, mount path, route path.
+
+    Not ``request.url_for``: that takes the scheme and host from the request,
+    which behind a proxy (or on another name) is not the issuer's origin, and
+    looks the name up in the host's router, where the issuer's route names
+    are not.
+    """
+    return issuer_context(request).url(request.app.url_path_for(name, **path_params))
+
+
+def presented_api_key(request: Request) -> str | None:
+    return presented_key(request.headers.get("apikey"), request.headers.get("authorization"))
+
+
+async def read_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object, within the configured size limit."""
+    return json_object(await read_json(request, max_bytes=issuer_context(request).config.max_body_bytes))
 
 
 async def read_json(request: Request, *, max_bytes: int) -> Any:
@@ -90,22 +134,39 @@ def require_origin(request: Request, allowed: Collection[str]) -> str:
     return origin
 
 
-def cors_headers(request: Request, allowed: Collection[str], *, methods: str = "POST") -> dict[str, str]:
-    """CORS for one browser-facing endpoint (SECURITY W4): exact allowlisted origins only.
+def browser_cors(allowed: Collection[str]) -> list[Middleware]:
+    """CORS for a browser-facing endpoint's answers (SECURITY W4): exact allowlisted origins only.
 
     No credentials are ever allowed (the assertion is the credential), and
     ``Vary: Origin`` keeps caches from serving one origin's answer to another.
+    Put on a ``Route``, it wraps the route's own exception handling, so errors
+    carry the headers too and the merchant page can read them. ``allowed``
+    holds serialized origins only (``IssuerConfig`` refuses ``*`` and ``null``).
+    """
+    return [Middleware(CORSMiddleware, allow_origins=frozenset(allowed), allow_methods=("POST",),
+                       allow_headers=("Content-Type",), expose_headers=("Retry-After",), max_age=600)]
+
+
+async def preflight(request: Request) -> Response:
+    """The CORS preflight of a browser-facing endpoint (SECURITY W4).
+
+    Written by hand, not left to CORSMiddleware: that answers an unlisted
+    origin 400 and an allowed one 200 with the CORS-safelisted headers and a
+    longer Vary, where this API answers 204 to both (documented in the OpenAPI
+    description), allows exactly ``Content-Type`` (an API key never comes from
+    a browser) and varies on Origin only. An unlisted origin (and ``null``)
+    gets only ``Vary``.
     """
     headers = {"Vary": "Origin"}
     origin = request.headers.get("origin")
-    if origin and origin != "null" and origin in allowed:
+    if origin and origin != "null" and origin in issuer_context(request).config.merchant_origins:
         headers.update({
             "Access-Control-Allow-Origin": origin,
-            "Access-Control-Allow-Methods": methods,
+            "Access-Control-Allow-Methods": "POST",
             "Access-Control-Allow-Headers": "Content-Type",
             "Access-Control-Max-Age": "600",
         })
-    return headers
+    return Response(status_code=204, headers=headers)
 
 
 class DefaultHeaders:

@@ -127,11 +127,8 @@ def run(coroutine_function: Any) -> Any:
 
     def wrapper(issuer: Issuer) -> Any:
         async def go() -> Any:
-            store = Store(issuer.config.database_url)
-            try:
+            async with Store(issuer.config.database_url) as store:
                 return await coroutine_function(store)
-            finally:
-                await store.close()
 
         return asyncio.run(go())
 

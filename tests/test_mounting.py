@@ -1,15 +1,18 @@
 """The issuer app mounted inside a host application: plain Starlette and FastAPI.
 
 The page, its JSON endpoints and the widget files must all answer under the
-mount path, and every URL the page hands to the browser must include it.
+mount path, and every URL the page hands to the browser must include it. The
+host runs the issuer's lifespan (Starlette runs no mounted app's lifespan), and
+the handlers find the issuer's context on the issuer's own app.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from factories import ISSUER_ORIGIN, MERCHANT_ORIGIN, make_issuer
+from payment_helpers import initialize
 from spc_embed import ConfigurationError, Issuer
 
 WIDGET = Path(__file__).resolve().parent.parent / "widget"
@@ -34,11 +38,12 @@ async def host_home(request: Request) -> PlainTextResponse:
 
 
 def starlette_host(issuer: Issuer) -> Any:
-    return Starlette(routes=[Route("/", host_home), Mount(issuer.mount_path, app=issuer.app)])
+    return Starlette(routes=[Route("/", host_home), Mount(issuer.mount_path, app=issuer.app)],
+                     lifespan=issuer.lifespan)
 
 
 def fastapi_host(issuer: Issuer) -> Any:
-    app = FastAPI()
+    app = FastAPI(lifespan=issuer.lifespan)
 
     @app.get("/")
     async def home() -> dict[str, str]:
@@ -180,3 +185,89 @@ def test_unmounted_app_serves_at_the_root(tmp_path: Path) -> None:
         response = client.get(local(url))
     assert response.status_code == 200
     assert f'src="{ISSUER_ORIGIN}/widget/enroll.js"' in response.text
+
+
+# The lifespan and the context
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_the_hosts_lifespan_opens_and_closes_the_store(tmp_path: Path, host: str) -> None:
+    issuer = make_issuer(tmp_path / "issuer.db", mount_path="/spc")
+    assert not issuer.store.is_open
+    with TestClient(HOSTS[host](issuer), base_url=ISSUER_ORIGIN) as client:
+        assert issuer.store.is_open
+        assert initialize(client, prefix="/spc").status_code == 200
+    assert not issuer.store.is_open
+
+
+def test_the_host_and_the_issuer_app_may_both_run_the_lifespan(tmp_path: Path) -> None:
+    # issuer.app has the same lifespan, for when it is served on its own; the store counts its openings.
+    issuer = make_issuer(tmp_path / "issuer.db", mount_path="/spc")
+    with TestClient(starlette_host(issuer), base_url=ISSUER_ORIGIN) as host_client:
+        with TestClient(issuer.app, base_url=ISSUER_ORIGIN) as direct:
+            assert initialize(direct, transaction_id="direct").status_code == 200
+        assert issuer.store.is_open
+        assert initialize(host_client, prefix="/spc", transaction_id="mounted").status_code == 200
+    assert not issuer.store.is_open
+
+
+def _host_without_lifespan(host: str, mount_path: str, mounted: Any) -> Any:
+    if host == "starlette":
+        return Starlette(routes=[Mount(mount_path, app=mounted)])
+    app = FastAPI()
+    app.mount(mount_path, mounted)
+    return app
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_a_host_that_forgets_the_lifespan_gets_503_not_500(tmp_path: Path, host: str) -> None:
+    issuer = make_issuer(tmp_path / "issuer.db", mount_path="/spc")
+    # TestClient re-raises what reaches Starlette's ServerErrorMiddleware (a 500): a 503 here was answered
+    # by an ordinary exception handler, which leaves the connection open.
+    with TestClient(_host_without_lifespan(host, issuer.mount_path, issuer.app), base_url=ISSUER_ORIGIN) as client:
+        response = initialize(client, prefix="/spc")
+    assert response.status_code == 503
+    assert response.json()["code"] == "storage_unavailable"
+    assert response.headers["retry-after"] == "1"
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_request_app_is_the_innermost_app(host: str) -> None:
+    # What issuer_context() relies on: Starlette sets scope["app"] to each application a request
+    # passes through, so behind a Mount request.app is the mounted app, not the host.
+    async def probe(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request.app.state.name)
+
+    inner = Starlette(routes=[Route("/probe", probe)])
+    inner.state.name = "inner"
+    outer = _host_without_lifespan(host, "/sub", inner)
+    outer.state.name = "outer"
+    with TestClient(outer) as client:
+        assert client.get("/sub/probe").text == "inner"
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_two_issuers_in_one_host_each_answer_with_their_own_context(tmp_path: Path, host: str) -> None:
+    first = make_issuer(tmp_path / "a.db", mount_path="/a", rp_name="Bank A")
+    second = make_issuer(tmp_path / "b.db", mount_path="/b", rp_name="Bank B")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        async with first.lifespan(app), second.lifespan(app):
+            yield
+
+    if host == "starlette":
+        app: Any = Starlette(routes=[Mount("/a", app=first.app), Mount("/b", app=second.app)], lifespan=lifespan)
+    else:
+        app = FastAPI(lifespan=lifespan)
+        app.mount("/a", first.app)
+        app.mount("/b", second.app)
+    with TestClient(app, base_url=ISSUER_ORIGIN) as client:
+        for issuer, name in ((first, "Bank A"), (second, "Bank B")):
+            document = client.get(issuer.mount_path + "/openapi.json").json()
+            assert document["info"]["title"].startswith(name + ":")
+            assert document["servers"] == [{"url": ISSUER_ORIGIN + issuer.mount_path}]
+            initialized = initialize(client, prefix=issuer.mount_path, transaction_id=f"order-{name}")
+            assert initialized.json()["fallback_url"].startswith(f"{ISSUER_ORIGIN}{issuer.mount_path}/pay?handle=")
+        assert client.portal.call(first.store.get_transaction, "merchant", "order-Bank A") is not None
+        assert client.portal.call(first.store.get_transaction, "merchant", "order-Bank B") is None

@@ -1,4 +1,4 @@
-"""SPC (payment.get) and fallback (webauthn.get) assertion verification: SECURITY.md A-, S- and P-items.
+"""SPC (payment.get) and fallback (webauthn.get) assertion verification: docs/security.md A-, S- and P-items.
 
 Every credential is enrolled through the real /enroll endpoints and every
 assertion is genuinely signed by the software authenticator; each rejection
@@ -260,8 +260,8 @@ async def test_a10_parallel_submits_of_one_assertion_exactly_one_succeeds(tmp_pa
         transaction_id, options = bank.new_transaction()
         assertion = spc_assertion(bank.auth, options)
         app = bank.issuer.app
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url=ISSUER_ORIGIN) as client:
+    transport = httpx.ASGITransport(app=app)  # runs no lifespan: the test enters it
+    async with bank.issuer.lifespan(), httpx.AsyncClient(transport=transport, base_url=ISSUER_ORIGIN) as client:
         body = {"transaction_id": transaction_id, "credential": assertion}
         responses = await asyncio.gather(*(
             client.post("/transaction/finalize", json=body, headers={"Origin": MERCHANT_ORIGIN}) for _ in range(6)
@@ -596,7 +596,7 @@ def test_request_options_carry_exactly_what_is_verified() -> None:
 
 
 def test_the_browsers_own_client_data_shape_verifies() -> None:
-    """The clientDataJSON captured from Chromium (BROWSER_TESTING.md), re-signed for this test's key."""
+    """The clientDataJSON captured from Chromium (docs/browser-testing.md), re-signed for this test's key."""
     auth = SoftAuthenticator()
     auth.create(rp_id=RP_ID, challenge="x", origin=ISSUER_ORIGIN, user_handle=b"handle", credential_id=b"c" * 32)
     private = auth.credentials[b"c" * 32].private_key

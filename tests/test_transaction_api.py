@@ -31,7 +31,7 @@ from payment_helpers import (
 from softauthn import SoftAuthenticator, b64url
 from spc_embed import Merchant
 from spc_embed.openapi import openapi_document
-from spc_embed.transaction_routes import ApiKeys
+from spc_embed.api_keys import ApiKeys
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "admin-key-0123456789abcdefghijkl"
@@ -99,10 +99,10 @@ def test_t1_keys_are_stored_hashed_and_compared_against_every_digest(bank, monke
     assert API_KEY not in repr(bank.issuer.config)
     keys = ApiKeys(bank.issuer.config.merchants, bank.issuer.config.admin_api_key_hashes)
     calls = []
-    import spc_embed.transaction_routes as routes
+    import spc_embed.api_keys as api_keys
 
-    real = routes.hmac.compare_digest
-    monkeypatch.setattr(routes.hmac, "compare_digest", lambda a, b: calls.append(1) or real(a, b))
+    real = api_keys.hmac.compare_digest
+    monkeypatch.setattr(api_keys.hmac, "compare_digest", lambda a, b: calls.append(1) or real(a, b))
     for presented in (API_KEY, OTHER_API_KEY, "nobody-0123456789abcdefghijkl"):
         calls.clear()
         keys.lookup(presented)
@@ -129,9 +129,9 @@ def test_t2_same_id_in_another_tenant_is_accepted(bank) -> None:
 
 async def test_t2_concurrent_identical_initializes_one_200_rest_409(tmp_path) -> None:
     issuer = make_issuer(tmp_path / "spc.db")
-    transport = httpx.ASGITransport(app=issuer.app)
+    transport = httpx.ASGITransport(app=issuer.app)  # runs no lifespan: the test enters it
     body = {"user_id": "alice", "transaction_id": "race", "transaction_data": TRANSACTION_DATA}
-    async with httpx.AsyncClient(transport=transport, base_url=ISSUER_ORIGIN) as client:
+    async with issuer.lifespan(), httpx.AsyncClient(transport=transport, base_url=ISSUER_ORIGIN) as client:
         responses = await asyncio.gather(*(
             client.post("/transaction/initialize", json=body, headers={"apiKey": API_KEY}) for _ in range(16)))
     statuses = [r.status_code for r in responses]
@@ -232,7 +232,7 @@ def test_hanko_shape_bare_credential_is_found_by_its_challenge(bank) -> None:
 
 def test_mounted_under_a_path_everything_carries_the_prefix(tmp_path) -> None:
     issuer = make_issuer(tmp_path / "spc.db", mount_path="/spc")
-    host = Starlette(routes=[Mount("/spc", app=issuer.app)])
+    host = Starlette(routes=[Mount("/spc", app=issuer.app)], lifespan=issuer.lifespan)
     auth = SoftAuthenticator()
     with TestClient(host, base_url=ISSUER_ORIGIN) as client:
         enroll(client, issuer, auth)
@@ -365,6 +365,24 @@ def test_w6_browser_finalize_needs_an_allowlisted_origin(bank, origin) -> None:
                         api_key=None, origin=origin)
     bank.assert_rejected(response, "origin_not_allowed", transaction_id, status=403, sign_count=0)
     assert "access-control-allow-origin" not in response.headers
+
+
+def test_storage_unavailable_is_503_with_retry_after_readable_by_the_page(tmp_path) -> None:
+    issuer = make_issuer(tmp_path / "spc.db")
+    # Not entered, so no lifespan: the store is closed and every use of it is StorageUnavailable.
+    client = TestClient(issuer.app, base_url=ISSUER_ORIGIN)
+    for path, body in (("/transaction/finalize", {"transaction_id": "t", "credential": {}}),
+                       ("/transaction/opt-out", {"transaction_id": "t"})):
+        response = client.post(path, json=body, headers={"Origin": MERCHANT_ORIGIN})
+        assert error(response) == (503, "storage_unavailable")
+        assert response.headers["retry-after"] == "1"
+        assert response.headers["access-control-allow-origin"] == MERCHANT_ORIGIN
+        assert response.headers["access-control-expose-headers"] == "Retry-After"
+        assert "access-control-allow-credentials" not in response.headers
+    # The fallback iframe shows the outage as its error page.
+    page = client.get("/pay", params={"handle": issuer.payment_handles.mint("merchant", "t")})
+    assert page.status_code == 503 and page.headers["retry-after"] == "1"
+    assert _page_config(page)["error"]["code"] == "storage_unavailable"
 
 
 # Opt-out
@@ -504,7 +522,7 @@ def _app_routes(app) -> set[tuple[str, str]]:
 
 def test_openapi_documents_every_route_and_nothing_else(bank) -> None:
     served = bank.client.get("/openapi.json").json()
-    assert served == json.loads(json.dumps(openapi_document(bank.issuer)))
+    assert served == json.loads(json.dumps(openapi_document(bank.issuer.context)))
     assert served["openapi"].startswith("3.1")
     documented = {(path, method) for path, item in served["paths"].items() for method in item}
     assert documented == _app_routes(bank.issuer.app)
@@ -554,7 +572,7 @@ def _load_script():
 def test_server_to_server_script_in_process(tmp_path) -> None:
     script = _load_script()
     issuer = make_issuer(tmp_path / "spc.db", mount_path="/spc")
-    host = Starlette(routes=[Mount("/spc", app=issuer.app)])
+    host = Starlette(routes=[Mount("/spc", app=issuer.app)], lifespan=issuer.lifespan)
     url = issuer.enrollment_url(user_id="customer-42", user_name="c", user_display_name="C",
                                 instrument_name="Card ****1234", instrument_icon="https://issuer.test/card.png",
                                 merchant_origin=MERCHANT_ORIGIN)
@@ -571,7 +589,7 @@ def test_server_to_server_script_against_a_running_server(tmp_path) -> None:
     port = sock.getsockname()[1]
     origin = f"http://localhost:{port}"
     issuer = make_issuer(tmp_path / "spc.db", issuer_origin=origin, rp_id="localhost")
-    server = uvicorn.Server(uvicorn.Config(issuer.app, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(issuer.app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

@@ -1,0 +1,217 @@
+"""The payment workflow, apart from HTTP: initialize, finalize, opt-out and the fallback iframe.
+
+Plain async functions over an :class:`~spc_embed.context.IssuerContext`, callable
+(and tested) without a request. They validate their input, read and write
+through the store, verify with :mod:`spc_embed.payment`, and raise only this
+library's errors (:class:`~spc_embed.errors.SPCEmbedError`), each with the
+code and status the web layer answers with.
+
+Decisions (also in the OpenAPI descriptions):
+
+- An unknown user and a user without usable credentials get the same answer:
+  no credential ids, no instrument, and a stored pending transaction in both
+  cases, so even a repeated id answers 409 alike (SECURITY.md S11).
+- Expiry is applied where a transaction is read: the store reads a pending
+  transaction past its TTL as expired, and this answers it as such, without a
+  write on the way.
+- Opt-out (SPC ``showOptOut``): the spec leaves acting on it to the party the
+  user told; the issuer records it, fails the transaction, burns its challenge,
+  and stops offering this user's credentials to *this merchant* (those enrolled
+  before the opt-out), which a forged report can only do to the reporting
+  merchant itself. Revoking credentials for every merchant stays the issuer
+  backend's decision, informed by the records.
+- Each request parses the browser's credential once
+  (:func:`~spc_embed.payment.parse_authentication_response`) and verifies the
+  parsed response.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Merchant
+from .context import IssuerContext
+from .encoding import b64url_encode
+from .errors import AssertionRejected, Conflict, InvalidRequest, NotFound, SPCEmbedError, TokenError
+from .payment import (
+    AuthenticationResponse, ExpectedPayment, parse_authentication_response, payment_request_options,
+    verify_fallback_response, verify_payment_response,
+)
+from .storage import OptOut, TransactionRecord
+from .transactions import (
+    EXPIRED, FAILED, MAX_TRANSACTION_ID_LENGTH, MAX_USER_ID_LENGTH, PENDING, SUCCEEDED,
+    parse_transaction_data, resolve_merchant_origin, validate_identifier,
+)
+
+
+STATE_ERRORS = {
+    SUCCEEDED: ("this transaction has already been confirmed", "transaction_already_finalized"),
+    FAILED: ("this transaction has failed (the user opted out)", "transaction_failed"),
+    EXPIRED: ("this transaction has expired; initialize a new one", "transaction_expired"),
+}
+
+
+@dataclass(frozen=True)
+class Initialized:
+    """A started transaction: what the merchant page needs to run SPC (or the fallback)."""
+
+    options: dict[str, Any]  # payment_request_options(): publicKey, mediation, secure_payment_confirmation, total
+    transaction_id: str
+    transaction_hash: str
+    merchant_origin: str
+    expires_at: int
+    handle: str  # signed, names this transaction for the fallback iframe URL
+
+
+@dataclass(frozen=True)
+class FallbackPage:
+    """What the fallback iframe shows: the transaction to confirm, or why there is nothing to confirm."""
+
+    handle: str | None  # to post back with the assertion; None when there is nothing to confirm
+    record: TransactionRecord | None
+    expected: ExpectedPayment | None
+    error: SPCEmbedError | None
+
+
+def transaction_id_of(value: object) -> str:
+    return validate_identifier(value, field="transaction_id", max_length=MAX_TRANSACTION_ID_LENGTH)
+
+
+async def initialize(ctx: IssuerContext, merchant: Merchant, body: Mapping[str, Any]) -> Initialized:
+    """Start a payment confirmation for ``body`` (the initialize request); a repeated id is Conflict (409)."""
+    config, store = ctx.config, ctx.store
+    user_id = validate_identifier(body.get("user_id"), field="user_id", max_length=MAX_USER_ID_LENGTH)
+    transaction_id = transaction_id_of(body.get("transaction_id"))
+    data = parse_transaction_data(body.get("transaction_data"))
+    show_opt_out = body.get("show_opt_out", False)
+    if not isinstance(show_opt_out, bool):
+        raise InvalidRequest("show_opt_out must be true or false")
+    merchant_origin = resolve_merchant_origin(data, merchant.origins)
+    # S11: the same queries and the same answer whether the user is unknown or has no credentials.
+    user, usable = await store.payable_credentials(merchant.id, user_id)
+    newest = usable[-1] if usable else None
+    now = store.now()
+    expected = ExpectedPayment(
+        challenge=b64url_encode(secrets.token_bytes(32)), rp_id=config.rp_id, issuer_origin=config.origin,
+        merchant_origin=merchant_origin, user_id=user_id,
+        user_handle=user.user_handle if user and usable else None,
+        credential_ids=tuple(c.credential_id for c in usable), amount=data.amount, currency=data.currency,
+        payee_name=data.payee_name, payee_origin=data.payee_origin,
+        instrument_name=newest.instrument_name if newest else None,
+        instrument_icon=newest.instrument_icon if newest else None,
+        logos=data.logos, timeout_ms=config.transaction_ttl * 1000, show_opt_out=show_opt_out,
+    )
+    await store.create_transaction(TransactionRecord(
+        tenant_id=merchant.id, transaction_id=transaction_id, user_id=user_id, data=dict(data.raw),
+        data_hash=data.hash, challenge=expected.challenge, expected=expected.to_json(),
+        merchant_origin=merchant_origin, credential_ids=tuple(b64url_encode(c) for c in expected.credential_ids),
+        state=PENDING, created_at=now, expires_at=now + config.transaction_ttl,
+    ))
+    return Initialized(
+        options=payment_request_options(expected), transaction_id=transaction_id, transaction_hash=data.hash,
+        merchant_origin=merchant_origin, expires_at=int(now + config.transaction_ttl),
+        handle=ctx.payment_handles.mint(merchant.id, transaction_id),
+    )
+
+
+async def finalize(ctx: IssuerContext, tenants: Collection[str], credential: object, *,
+                   transaction_id: object = None) -> str:
+    """Verify a ``payment.get`` assertion for one of ``tenants``' transactions; return the result token.
+
+    With ``transaction_id`` None (the Hanko Passkey API's bare credential) the
+    transaction is the one whose challenge the assertion signed.
+    """
+    if transaction_id is None:
+        response = parse_authentication_response(credential)
+        record = await _one_transaction(ctx, tenants, challenge=response.client_data.challenge)
+        _require_pending(record)
+    else:
+        record = await _one_transaction(ctx, tenants, transaction_id=transaction_id_of(transaction_id))
+        # An unknown or settled transaction is answered as such, whatever the credential looks like.
+        _require_pending(record)
+        response = parse_authentication_response(credential)
+    return await _complete(ctx, record, response, fallback=False)
+
+
+async def opt_out(ctx: IssuerContext, tenants: Collection[str], transaction_id: object, *,
+                  reported_by: str) -> OptOut:
+    """The user chose "opt out" in the SPC dialog of one of ``tenants``' transactions: record it."""
+    record = await _one_transaction(ctx, tenants, transaction_id=transaction_id_of(transaction_id))
+    _require_pending(record)
+    return await ctx.store.record_opt_out(record.tenant_id, record.transaction_id, reported_by=reported_by)
+
+
+async def fallback_page(ctx: IssuerContext, handle: object) -> FallbackPage:
+    """The transaction a fallback iframe link names, or the error to show instead."""
+    record: TransactionRecord | None = None
+    error: SPCEmbedError | None = None
+    try:
+        tenant_id, transaction_id = ctx.payment_handles.load(handle)
+        record = await ctx.store.get_transaction(tenant_id, transaction_id)
+        if record is None:
+            raise TokenError("this link names no transaction")
+        _require_pending(record)
+        if not record.credential_ids:
+            raise Conflict("no payment credential is set up for this card on this account", code="no_credentials")
+    except SPCEmbedError as exc:
+        error = exc
+    return FallbackPage(
+        handle=handle if error is None and isinstance(handle, str) else None, record=record,
+        expected=ExpectedPayment.from_json(record.expected) if record else None, error=error,
+    )
+
+
+async def fallback_finalize(ctx: IssuerContext, handle: object, credential: object) -> str:
+    """Verify the fallback iframe's ``webauthn.get`` assertion for the transaction ``handle`` names."""
+    tenant_id, transaction_id = ctx.payment_handles.load(handle)
+    record = await ctx.store.get_transaction(tenant_id, transaction_id)
+    if record is None:
+        raise NotFound("no such transaction", code="transaction_not_found")
+    _require_pending(record)
+    return await _complete(ctx, record, parse_authentication_response(credential), fallback=True)
+
+
+async def transactions_of(ctx: IssuerContext, user_id: object, *, tenant_id: str | None) -> list[TransactionRecord]:
+    """A user's transactions, newest first (of one tenant, or of all)."""
+    valid_user_id = validate_identifier(user_id, field="user_id", max_length=MAX_USER_ID_LENGTH)
+    return await ctx.store.list_transactions(valid_user_id, tenant_id=tenant_id)
+
+
+def _require_pending(record: TransactionRecord) -> None:
+    if record.state != PENDING:
+        message, code = STATE_ERRORS[record.state]
+        raise Conflict(message, code=code)
+
+
+async def _one_transaction(ctx: IssuerContext, tenants: Collection[str], *, transaction_id: str | None = None,
+                           challenge: str | None = None) -> TransactionRecord:
+    found = await ctx.store.find_transactions(tenants, transaction_id=transaction_id, challenge=challenge)
+    if not found:
+        raise NotFound("no such transaction for this merchant", code="transaction_not_found")
+    if len(found) > 1:
+        raise InvalidRequest("several merchants share this origin and transaction id; call with an API key",
+                             code="ambiguous_transaction")
+    return found[0]
+
+
+async def _complete(ctx: IssuerContext, record: TransactionRecord, response: AuthenticationResponse, *,
+                    fallback: bool) -> str:
+    """Verify (SPC or fallback) and finalize atomically; return the result token."""
+    stored = await ctx.store.get_credential(response.credential_id)
+    if stored is None:
+        raise AssertionRejected("this credential cannot confirm this transaction", code="credential_not_allowed")
+    verify = verify_fallback_response if fallback else verify_payment_response
+    verified = verify(response=response, expected=ExpectedPayment.from_json(record.expected), stored_credential=stored)
+    await ctx.store.finalize_transaction(
+        record.tenant_id, record.transaction_id, challenge=record.challenge,
+        credential_id=verified.credential_id, expected_sign_count=stored.sign_count,
+        new_sign_count=verified.sign_count, backed_up=verified.backed_up, method=verified.method,
+        browser_bound_public_key=verified.browser_bound_public_key,
+    )
+    return ctx.result_signer.sign(
+        user_id=record.user_id, tenant_id=record.tenant_id, credential_id=verified.credential_id,
+        transaction_id=record.transaction_id, transaction_hash=record.data_hash, method=verified.method,
+    )
