@@ -152,7 +152,7 @@ class Bank:
             Route("/step-up/{step_up_id}", self.step_up_page, methods=["GET", "POST"]),
             Mount(MOUNT_PATH, app=self.issuer.app),
             Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
-        ])
+        ], lifespan=self.issuer.lifespan)  # Starlette runs no mounted app's lifespan: the bank runs the issuer's
 
     @property
     def card_icon_url(self) -> str:

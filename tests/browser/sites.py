@@ -152,7 +152,7 @@ def serve_sites(ca: TestCA, database: Path) -> Iterator[Sites]:
             other_merchant_origin=shop_site.origin,
         )
         issuer_api = f"https://localhost:{issuer_site.port}{MOUNT}"
-        issuer_site.start(Starlette(routes=[Mount(MOUNT, app=issuer.app)]))
+        issuer_site.start(Starlette(routes=[Mount(MOUNT, app=issuer.app)], lifespan=issuer.lifespan))
         merchant_site.start(shop_app(issuer_site.origin, issuer_api, ca))
         shop_site.start(shop_app(issuer_site.origin, issuer_api, ca))
         yield Sites(issuer, issuer_site.origin, issuer_api, merchant_site.origin, shop_site.origin, database, ca)

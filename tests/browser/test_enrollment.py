@@ -105,7 +105,7 @@ def sites(test_ca: TestCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             database, mount_path="/spc", clock=clock, issuer_origin=issuer_site.origin,
             merchant_origin=merchant_site.origin, other_merchant_origin=shop_site.origin,
         )
-        issuer_site.start(Starlette(routes=[Mount("/spc", app=issuer.app)]))
+        issuer_site.start(Starlette(routes=[Mount("/spc", app=issuer.app)], lifespan=issuer.lifespan))
         merchant_site.start(merchant_app(issuer_site.origin))
         shop_site.start(merchant_app(issuer_site.origin))
         yield Sites(issuer, issuer_site.origin, merchant_site.origin, shop_site.origin, clock, database)

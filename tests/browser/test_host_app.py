@@ -200,7 +200,7 @@ def sites(test_ca: TestCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         issuer = make_issuer(database, mount_path=MOUNT, issuer_origin=issuer_site.origin,
                              merchant_origin=host_site.origin)
         state = HostState()
-        issuer_site.start(Starlette(routes=[Mount(MOUNT, app=issuer.app)]))
+        issuer_site.start(Starlette(routes=[Mount(MOUNT, app=issuer.app)], lifespan=issuer.lifespan))
         # The host's backend reaches the issuer at localhost: the .test names resolve in the browser only.
         host_site.start(host_app(issuer_origin=issuer_site.origin, ca=test_ca, state=state,
                                  issuer_api=f"https://localhost:{issuer_site.port}{MOUNT}"))
