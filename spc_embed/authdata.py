@@ -1,7 +1,7 @@
 """Strict authenticator data (WebAuthn L3 §6.1), COSE public keys (§5.8.5) and signatures.
 
 py_webauthn measures the credential public key by re-encoding it, so a key
-sent in a non-canonical encoding shifts everything after it (SECURITY.md P4);
+sent in a non-canonical encoding shifts everything after it (docs/security.md P4);
 it also accepts keys whose ``alg`` does not fit their type (R8) and raises bare
 ``KeyError`` for incomplete ones (P5). This module parses the bytes itself:
 the key is measured by :func:`decode_cbor_prefix` and kept byte for byte.
@@ -92,7 +92,7 @@ def parse_authenticator_data(raw: bytes) -> AuthenticatorData:
         extensions, used = _cbor_map_prefix(raw[pos:], "extensions")
         pos += used
     if pos != len(raw):
-        # Also catches extension bytes sent without the ED flag (SECURITY.md A11).
+        # Also catches extension bytes sent without the ED flag (docs/security.md A11).
         raise _malformed(f"authenticator data has {len(raw) - pos} trailing bytes")
     return AuthenticatorData(
         rp_id_hash=raw[:32], up=bool(flags & FLAG_UP), uv=bool(flags & FLAG_UV),

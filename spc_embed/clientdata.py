@@ -5,7 +5,7 @@ challenge leniently, so this module reads the client data itself: once into a
 frozen :class:`ClientData` (malformed input is :class:`InvalidRequest`), then
 against what the ceremony expects (the C.type ... C.topOrigin steps of §7.1 and §7.2), where
 each failure raises the caller's :class:`VerificationError` subclass with a
-stable ``code``. SECURITY.md R1-R4, A3, A4, P1, P2.
+stable ``code``. docs/security.md R1-R4, A3, A4, P1, P2.
 """
 
 from __future__ import annotations

@@ -20,6 +20,100 @@ from .origins import is_localhost, serialized_origin
 # itsdangerous signs with HMAC-SHA1 by default; 32 characters keeps brute force
 # off the table whatever the digest.
 MIN_SECRET_LENGTH = 32
+MIN_API_KEY_LENGTH = 24
+
+GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(48))"'
+GENERATE_API_KEY = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+GENERATE_SIGNING_KEY = "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256"
+
+# What documentation and sample configurations put where a secret belongs.
+# Each pattern is chosen so that random keys (token_urlsafe, token_hex, UUIDs,
+# base64) practically never match: they have no spaces, angle brackets or
+# ellipses, and the chance of a run of eight x's, a separated English phrase or
+# a short period in one is far below one in a billion.
+# "<…>" around words, or what is left of it after a list was split at its commas.
+_ANGLE_BRACKETS = re.compile(r"^<[\w\s,.'-]+>$|<[^<>]*\s[^<>]*>|^<[^<>]*\s|\s[^<>]*>$")
+_PLACEHOLDER_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\b(?:change|replace)[ _.-]*(?:me|this|it)\b", re.IGNORECASE), '"change me"'),
+    (re.compile(r"\b(?:your|insert|put|paste|enter)\b.*\bhere\b", re.IGNORECASE), '"your ... here"'),
+    (re.compile(r"placeholder", re.IGNORECASE), '"placeholder"'),
+    (re.compile(r"x{8,}", re.IGNORECASE), "a run of x's"),
+    (re.compile(r"\u2026"), "an ellipsis"),
+)
+# A real key of 24 or more characters uses far more distinct characters than this.
+_MIN_DISTINCT_CHARACTERS = 6
+
+
+def _smallest_period(value: str) -> int:
+    """The length of the shortest unit that, repeated, spells ``value`` (a prefix may end it)."""
+    # Knuth-Morris-Pratt failure function: the longest proper border gives the period.
+    border = [0] * len(value)
+    k = 0
+    for i in range(1, len(value)):
+        while k and value[i] != value[k]:
+            k = border[k - 1]
+        if value[i] == value[k]:
+            k += 1
+        border[i] = k
+    return len(value) - (border[-1] if value else 0)
+
+
+def placeholder_reason(value: str) -> str | None:
+    """Why ``value`` looks like a documentation placeholder rather than a secret, or None.
+
+    Separators (``-``, ``_``, ``.``, spaces) are read as word breaks, so
+    ``your_api_key_here`` and ``CHANGE-ME`` are caught like their spelled-out forms.
+    """
+    if _ANGLE_BRACKETS.search(value):
+        return "text in angle brackets"
+    words = re.sub(r"[_.-]+", " ", value)
+    for pattern, reason in _PLACEHOLDER_PATTERNS:
+        if pattern.search(value) or pattern.search(words):
+            return reason
+    compact = re.sub(r"[\s_.-]+", "", value)
+    if len(compact) >= 12 and len(set(compact)) < _MIN_DISTINCT_CHARACTERS:
+        return "one character or a few, repeated"
+    if len(value) >= 12 and _smallest_period(value) <= len(value) // 3:
+        return "a short repeated pattern"
+    return None
+
+
+def check_key(value: object, *, what: str, min_length: int, generate: str) -> str:
+    """The one check for secret keys and API keys: a string, long enough, not a placeholder."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{what} must be a string, got {type(value).__name__}")
+    reason = placeholder_reason(value)
+    if reason is not None:
+        raise ConfigurationError(
+            f"{what} looks like a documentation placeholder ({reason}), not a secret; "
+            f"generate a real one with `{generate}`"
+        )
+    if len(value) < min_length:
+        raise ConfigurationError(
+            f"{what} must be at least {min_length} characters long; generate a real one with `{generate}`"
+        )
+    return value
+
+
+_PEM_ARMOR = re.compile(r"-----(?:BEGIN|END) [A-Z ]+-----")
+
+
+def check_signing_key_text(pem: object, *, what: str) -> None:
+    """Refuse a signing key whose PEM body is a placeholder (``<your key here>``, ``...``, ``xxxx``)."""
+    if not isinstance(pem, str):
+        return  # load_signing_key names the problem
+    body = _PEM_ARMOR.sub("", pem).strip()
+    if not body:
+        reason = "no key between the BEGIN and END lines"
+    elif "..." in body:
+        reason = "an ellipsis"
+    else:
+        reason = placeholder_reason(body)
+    if reason is not None:
+        raise ConfigurationError(
+            f"{what} looks like a documentation placeholder ({reason}), not a key; "
+            f"generate a real one with `{GENERATE_SIGNING_KEY}`"
+        )
 
 
 def normalize_origin(value: str, *, what: str = "origin") -> str:
@@ -76,11 +170,9 @@ class Merchant:
         object.__setattr__(self, "origins", origins)
         if isinstance(self.api_keys, str):
             raise ConfigurationError(f"merchant {self.id!r} api_keys must be a list, not a string")
-        for key in self.api_keys:
-            if not isinstance(key, str) or len(key) < 24:
-                raise ConfigurationError(
-                    f"merchant {self.id!r} has an API key shorter than 24 characters"
-                )
+        for index, key in enumerate(self.api_keys):
+            check_key(key, what=f"merchant {self.id!r} API key #{index + 1}", min_length=MIN_API_KEY_LENGTH,
+                      generate=GENERATE_API_KEY)
         object.__setattr__(self, "api_key_hashes", tuple(hash_api_key(k) for k in self.api_keys))
         object.__setattr__(self, "api_keys", ())
 
@@ -149,14 +241,9 @@ class IssuerConfig:
             raise ConfigurationError("secret_keys must be a list of keys, newest first")
         keys = tuple(self.secret_keys)
         if not keys:
-            raise ConfigurationError(
-                "secret_keys is empty: generate one with `python -c \"import secrets; print(secrets.token_urlsafe(48))\"`"
-            )
-        for key in keys:
-            if not isinstance(key, str) or len(key) < MIN_SECRET_LENGTH:
-                raise ConfigurationError(
-                    f"every secret key must be a string of at least {MIN_SECRET_LENGTH} characters"
-                )
+            raise ConfigurationError(f"secret_keys is empty: generate one with `{GENERATE_SECRET}`")
+        for index, key in enumerate(keys):
+            check_key(key, what=f"secret key #{index + 1}", min_length=MIN_SECRET_LENGTH, generate=GENERATE_SECRET)
         object.__setattr__(self, "secret_keys", keys)
 
     def _check_signing_keys(self) -> None:
@@ -168,18 +255,19 @@ class IssuerConfig:
         if not keys:
             raise ConfigurationError(
                 "signing_keys is empty: result tokens need at least one EC P-256 private key in PEM; generate one "
-                "with `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`"
+                f"with `{GENERATE_SIGNING_KEY}`"
             )
-        for key in keys:
+        for index, key in enumerate(keys):
+            check_signing_key_text(key, what=f"signing key #{index + 1}")
             load_signing_key(key)  # raises ConfigurationError naming the problem
         object.__setattr__(self, "signing_keys", keys)
 
     def _check_admin_keys(self) -> None:
         if isinstance(self.admin_api_keys, str):
             raise ConfigurationError("admin_api_keys must be a list, not a string")
-        for key in self.admin_api_keys:
-            if not isinstance(key, str) or len(key) < 24:
-                raise ConfigurationError("every admin API key must be a string of at least 24 characters")
+        for index, key in enumerate(self.admin_api_keys):
+            check_key(key, what=f"admin API key #{index + 1}", min_length=MIN_API_KEY_LENGTH,
+                      generate=GENERATE_API_KEY)
         object.__setattr__(self, "admin_api_key_hashes", tuple(hash_api_key(k) for k in self.admin_api_keys))
         object.__setattr__(self, "admin_api_keys", ())
 

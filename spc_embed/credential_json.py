@@ -2,7 +2,7 @@
 
 Both are what ``PublicKeyCredential.toJSON()`` gives: ``id``, ``rawId``,
 ``type`` and a ``response`` object with base64url members, all read
-strictly (SECURITY.md P1, P2).
+strictly (docs/security.md P1, P2).
 """
 
 from __future__ import annotations

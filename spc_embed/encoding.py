@@ -3,7 +3,7 @@
 Lenient decoding is how two parties come to disagree about one message: a
 challenge that decodes with stray characters, JSON whose second ``"type"``
 wins, CBOR with bytes after the end. Everything here refuses such input
-(SECURITY.md P1-P3) and raises :class:`InvalidRequest`.
+(docs/security.md P1-P3) and raises :class:`InvalidRequest`.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class _NoTags(Mapping[int, Any]):
     """A semantic-decoder table that claims every tag, so each one is refused.
 
     WebAuthn structures never use CBOR tags; cbor2 would otherwise turn a
-    bignum tag into an int where an int is expected (SECURITY.md P3).
+    bignum tag into an int where an int is expected (docs/security.md P3).
     """
 
     def __getitem__(self, tag: int) -> Any:

@@ -23,7 +23,7 @@ by its challenge) passes the parsed :class:`AuthenticationResponse` to
 :func:`verify_payment_response` / :func:`verify_fallback_response` instead, so
 a request parses its credential once.
 
-The caller owns the database side (SECURITY.md A10, A12): it passes the
+The caller owns the database side (docs/security.md A10, A12): it passes the
 stored credential and what initialize recorded (:class:`ExpectedPayment`), and
 applies the result atomically (challenge consumed, sign count compared and
 set, transaction moved forward). Nothing here writes anything.

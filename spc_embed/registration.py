@@ -11,7 +11,7 @@ The caller owns what needs the database: that the challenge was minted for
 this user and enrolment and is used once, and that the credential id is not
 yet registered (§7.1 "not yet registered for any user"). Client extension
 outputs (``clientExtensionResults``) and authenticator extension outputs are
-never used for a decision (SECURITY.md R13).
+never used for a decision (docs/security.md R13).
 
 Attestation (§7.1 "assess the attestation trustworthiness"): ``none`` and
 packed self attestation prove nothing about the authenticator model. For

@@ -21,7 +21,7 @@ JSON object with these members; every other member is free-form and kept:
 ``payment_entities_logos`` (optional)
     A list of ``{"url", "label"}`` logos of the payment entities involved.
 
-**Amount comparison (SECURITY.md S5).** No normalisation is applied: the
+**Amount comparison (docs/security.md S5).** No normalisation is applied: the
 canonical spelling is the only one accepted, initialize hands that exact
 string to the merchant page as ``total.value``, and the browser signs the
 string it was given. Two amounts are equal when they are equal as

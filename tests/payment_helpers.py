@@ -160,7 +160,7 @@ class Bank:
 
     def assert_rejected(self, response: Any, code: str, transaction_id: str, *, status: int = 400,
                         sign_count: int | None = None) -> None:
-        """A clear 4xx with a stable code, nothing stored, no state advanced (SECURITY.md "Reject")."""
+        """A clear 4xx with a stable code, nothing stored, no state advanced (docs/security.md, "What reject means")."""
         assert response.status_code == status, response.text
         assert response.json()["code"] == code, response.text
         assert set(response.json()) == {"code", "message"}

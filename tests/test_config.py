@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import secrets
+import string
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +15,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from factories import SECRET, signing_key_pem
+from factories import API_KEY as FACTORY_API_KEY
+from factories import OTHER_API_KEY, SECRET, signing_key_pem
 from spc_embed import ConfigurationError, IssuerConfig, Merchant
-from spc_embed.config import normalize_origin
+from spc_embed.config import normalize_origin, placeholder_reason
 
 API_KEY = "merchant-api-key-0123456789abcdef"
+NEWER_SECRET = "rotated-secret-key-9f8e7d6c5b4a39281706"
 
 
 def merchant(**changes: Any) -> Merchant:
@@ -126,8 +132,8 @@ def test_origins_that_cannot_be_a_serialized_origin_refused(origin: str) -> None
     ({"origins": ()}, "needs a list of allowed origins"),
     ({"origins": ("https://shop.test/",)}, "merchant 'shop' origin"),
     ({"api_keys": API_KEY}, "api_keys must be a list"),
-    ({"api_keys": ("short",)}, "shorter than 24 characters"),
-    ({"api_keys": (None,)}, "shorter than 24 characters"),
+    ({"api_keys": ("short",)}, "merchant 'shop' API key #1 must be at least 24 characters long"),
+    ({"api_keys": (API_KEY, None)}, "merchant 'shop' API key #2 must be a string"),
 ])
 def test_merchant_rules(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
@@ -153,8 +159,8 @@ def test_merchant_without_api_keys_is_allowed() -> None:
     ({"rp_id": "pay.bank.test"}, "must equal or be a parent domain"),
     ({"secret_keys": SECRET}, "secret_keys must be a list"),
     ({"secret_keys": ()}, "secret_keys is empty: generate one with"),
-    ({"secret_keys": ("too-short",)}, "at least 32 characters"),
-    ({"secret_keys": (SECRET, None)}, "at least 32 characters"),
+    ({"secret_keys": ("too-short",)}, "secret key #1 must be at least 32 characters long; generate a real one with"),
+    ({"secret_keys": (SECRET, None)}, "secret key #2 must be a string"),
     ({"merchants": ()}, "at least one merchant"),
     ({"merchants": (merchant(), merchant())}, "merchant ids must be unique"),
     ({"enrollment_ttl": 0}, "enrollment_ttl must be a positive integer"),
@@ -220,7 +226,7 @@ def env(keys_file: Path) -> dict[str, str]:
         "SPC_RP_ID": "bank.test",
         "SPC_RP_NAME": "Bank",
         "SPC_ORIGIN": "https://bank.test",
-        "SPC_SECRET_KEYS": f"{'n' * 40}, {SECRET}",
+        "SPC_SECRET_KEYS": f"{NEWER_SECRET}, {SECRET}",
         "SPC_SIGNING_KEYS_FILE": str(keys_file),
         "SPC_MERCHANTS": json.dumps([
             {"id": "shop", "name": "Shop", "origins": ["https://shop.test"], "api_keys": [API_KEY]},
@@ -233,7 +239,7 @@ def test_from_env(env: dict[str, str]) -> None:
     built = IssuerConfig.from_env(env)
 
     assert built.rp_id == "bank.test" and built.rp_name == "Bank" and built.origin == "https://bank.test"
-    assert built.secret_keys == ("n" * 40, SECRET)  # order kept: the first signs
+    assert built.secret_keys == (NEWER_SECRET, SECRET)  # order kept: the first signs
     assert built.signing_keys == (signing_key_pem(1).strip() + "\n", signing_key_pem(0).strip() + "\n")
     assert [m.id for m in built.merchants] == ["shop", "cafe"]
     assert built.merchant("cafe").origins == ("https://cafe.test", "https://www.cafe.test")
@@ -329,3 +335,149 @@ def test_from_env_invalid_values_fail_like_keyword_arguments(env: dict[str, str]
 
     with pytest.raises(ConfigurationError, match="must use https"):
         IssuerConfig.from_env(env)
+
+
+# Placeholders: what documentation and sample configurations put where a secret belongs
+
+SECRET_PLACEHOLDERS = [
+    "<48 random characters, newest first>",          # the README's own Quick start
+    "<SECRET_KEY_AT_LEAST_32_CHARACTERS_LONG>",
+    "<48 random characters, long enough for the rule",  # the README's, split at its comma
+    "and then the second half of it, newest first>",
+    "prefix-<put the real secret in here>-suffix",
+    "change-me-change-me-change-me-change-me",
+    "changeme-0123456789abcdefghijklmnopqrstuv",
+    "CHANGE_ME_BEFORE_GOING_TO_PRODUCTION_PLEASE",
+    "please-replace-me-with-a-real-secret-key",
+    "replace_this_with_48_random_characters_ok",
+    "your-secret-key-here-0123456789abcdefghij",
+    "YOUR_SECRET_HERE_0123456789abcdefghijklmn",
+    "insert your secret here, 32 characters or more",
+    "placeholder-secret-0123456789abcdefghijklm",
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    "sk_live_XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX",
+    "0123456789abcdefghijklmnopqrstuvwxyz\u2026",
+    "a" * 48,
+    "0" * 32,
+    "-" * 40,
+    "abc" * 16,
+    "secret" * 8,
+    "0123456789" * 4,
+    "ab12" * 10 + "a",                                # a repeated unit cut short
+    "a1a1a1a1-b2b2b2b2-a1a1a1a1-b2b2b2b2-a1a1",     # few distinct characters
+]
+
+API_KEY_PLACEHOLDERS = [
+    "<the shop's API key>",                            # the README's own Quick start
+    "<API_KEY>",
+    "your-api-key-here",
+    "your_merchant_api_key_here_0123456789",
+    "changeme",
+    "xxxxxxxxxxxxxxxxxxxxxxxx",
+    "1" * 24,
+    "apikey" * 4,
+    "abcd" * 8,
+]
+
+
+def realistic_keys() -> list[str]:
+    """What real keys look like: the generators the messages recommend, and the other usual ones."""
+    keys = [secrets.token_urlsafe(n) for n in (18, 24, 32, 48, 64) for _ in range(400)]
+    keys += [secrets.token_hex(n) for n in (12, 16, 32) for _ in range(300)]
+    keys += [str(uuid.uuid4()) for _ in range(300)]
+    keys += [base64.b64encode(secrets.token_bytes(33)).decode() for _ in range(300)]
+    printable = string.ascii_letters + string.digits + string.punctuation  # a password manager's "all symbols"
+    keys += ["".join(secrets.choice(printable) for _ in range(32)) for _ in range(300)]
+    return keys
+
+
+def test_realistic_random_keys_are_not_placeholders() -> None:
+    flagged = [(key, placeholder_reason(key)) for key in realistic_keys() if placeholder_reason(key)]
+
+    assert flagged == []
+
+
+@pytest.mark.parametrize("key", [SECRET, API_KEY, FACTORY_API_KEY, OTHER_API_KEY,
+                                 "admin-key-0123456789abcdefghijkl", "kept-key-0123456789abcdefghijklmn",
+                                 "rotated-secret-key-9f8e7d6c5b4a39281706", "Tr0ub4dor&3-correct-horse-battery"])
+def test_fixture_keys_of_the_suite_are_not_placeholders(key: str) -> None:
+    assert placeholder_reason(key) is None
+
+
+@pytest.mark.parametrize("value", SECRET_PLACEHOLDERS)
+def test_placeholder_secret_keys_refused_with_how_to_generate_one(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="secret key #2 looks like a documentation placeholder") as info:
+        config(secret_keys=(SECRET, value))
+
+    assert 'python -c "import secrets; print(secrets.token_urlsafe(48))"' in str(info.value)
+    assert value not in str(info.value)  # a false positive must not print a real secret into a log
+
+
+@pytest.mark.parametrize("value", API_KEY_PLACEHOLDERS)
+def test_placeholder_merchant_api_keys_refused(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="merchant 'shop' API key #1 looks like a documentation placeholder") \
+            as info:
+        merchant(api_keys=(value,))
+
+    assert "secrets.token_urlsafe(32)" in str(info.value)
+
+
+@pytest.mark.parametrize("value", API_KEY_PLACEHOLDERS)
+def test_placeholder_admin_api_keys_refused(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="admin API key #1 looks like a documentation placeholder") as info:
+        config(admin_api_keys=(value,))
+
+    assert "secrets.token_urlsafe(32)" in str(info.value)
+
+
+def test_short_keys_still_refused_for_length_not_as_placeholders() -> None:
+    with pytest.raises(ConfigurationError, match="admin API key #1 must be at least 24 characters long"):
+        config(admin_api_keys=("short-admin-key",))
+    with pytest.raises(ConfigurationError, match="admin API key #1 must be a string"):
+        config(admin_api_keys=(b"bytes-are-not-a-key-0123456789",))
+
+
+def test_realistic_keys_accepted_everywhere() -> None:
+    built = config(secret_keys=(secrets.token_urlsafe(48), secrets.token_hex(16)),
+                   admin_api_keys=(secrets.token_urlsafe(32), str(uuid.uuid4())),
+                   merchants=(merchant(api_keys=(secrets.token_urlsafe(32), secrets.token_hex(12))),))
+
+    assert len(built.secret_keys) == 2 and len(built.admin_api_key_hashes) == 2
+
+
+def test_placeholders_refused_from_the_environment(env: dict[str, str]) -> None:
+    env["SPC_ADMIN_API_KEYS"] = "<admin API key>"
+
+    with pytest.raises(ConfigurationError, match="admin API key #1 looks like a documentation placeholder"):
+        IssuerConfig.from_env(env)
+
+
+def _pem_with_body(body: str) -> str:
+    return f"-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n"
+
+
+@pytest.mark.parametrize("key", [
+    _pem_with_body("<your P-256 private key here>"),
+    _pem_with_body("..."),
+    _pem_with_body("MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg..."),
+    _pem_with_body("MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEH\u2026"),
+    _pem_with_body("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"),
+    _pem_with_body("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\nAAAAAAAAAAAAAAAA"),
+    _pem_with_body("REPLACE_ME"),
+    _pem_with_body(""),
+    "-----BEGIN EC PRIVATE KEY-----\nchange me\n-----END EC PRIVATE KEY-----",
+])
+def test_placeholder_signing_keys_refused_with_how_to_generate_one(key: str) -> None:
+    with pytest.raises(ConfigurationError, match="signing key #2 looks like a documentation placeholder") as info:
+        config(signing_keys=(signing_key_pem(0), key))
+
+    assert "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256" in str(info.value)
+
+
+def test_real_signing_keys_are_not_placeholders() -> None:
+    # Fresh keys every run, in both encodings load_signing_key accepts.
+    for _ in range(50):
+        key = ec.generate_private_key(ec.SECP256R1())
+        for form in (serialization.PrivateFormat.PKCS8, serialization.PrivateFormat.TraditionalOpenSSL):
+            text = key.private_bytes(serialization.Encoding.PEM, form, serialization.NoEncryption()).decode()
+            assert config(signing_keys=(text,)).signing_keys == (text,)

@@ -1,4 +1,4 @@
-"""Security header values as pure functions (SECURITY.md W1): no app, no request."""
+"""Security header values as pure functions (docs/security.md W1): no app, no request."""
 
 from __future__ import annotations
 

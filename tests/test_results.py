@@ -1,4 +1,4 @@
-"""Result tokens (SECURITY.md T4): ES256 JWTs a standard verifier accepts only when genuine."""
+"""Result tokens (docs/security.md T4): ES256 JWTs a standard verifier accepts only when genuine."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Enrolment tokens (SECURITY.md R14, T5): signature, age, salt per purpose, key rotation."""
+"""Enrolment tokens (docs/security.md R14, T5): signature, age, salt per purpose, key rotation."""
 
 from __future__ import annotations
 

@@ -128,7 +128,7 @@ function mount(type, container, url, { issuerOrigin, title = "Card verification"
   Object.assign(iframe, { src: url, title, width, height });
   return new Promise((resolve) => {
     const listener = (event) => {
-      // Only our frame, at exactly the issuer origin, speaks for the issuer (SECURITY W3).
+      // Only our frame, at exactly the issuer origin, speaks for the issuer (docs/security.md W3).
       if (event.origin !== origin || event.source !== iframe.contentWindow) return;
       if (event.data?.source !== "spc-embed" || event.data.type !== type) return;
       if (!onMessage) window.removeEventListener("message", listener);

@@ -1,8 +1,8 @@
 """The merchant's ``<iframe>`` tag for the issuer's SPC page.
 
 Its ``allow`` attribute must delegate the same features to the same origin as
-the merchant's Permissions-Policy header (SECURITY.md W2); without it the
-browser refuses ``payment`` and WebAuthn inside the frame (BROWSER_TESTING.md).
+the merchant's Permissions-Policy header (docs/security.md W2); without it the
+browser refuses ``payment`` and WebAuthn inside the frame (docs/browser-testing.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Merchant-side ASGI middleware for embedding the issuer's SPC iframe.
 
 On HTML responses it delegates the SPC features to the issuer in the
-``Permissions-Policy`` header (SECURITY.md W2) and can inject the issuer's
+``Permissions-Policy`` header (docs/security.md W2) and can inject the issuer's
 widget script before ``</head>`` without buffering the page.
 
 Put it inside any compression middleware (``middleware=[Middleware(GZipMiddleware),

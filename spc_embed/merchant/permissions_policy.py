@@ -2,7 +2,7 @@
 
 The header is an RFC 8941 Dictionary whose members are allowlists: the token
 ``*``, the token ``self``, an origin string, or an Inner List of those
-(W3C Permissions Policy, "Structured header serialization"). SECURITY.md W2:
+(W3C Permissions Policy, "Structured header serialization"). docs/security.md W2:
 the merchant page must delegate ``payment`` (and the WebAuthn create/get
 features used by the enrolment fallback) to the issuer origin.
 """

@@ -1,6 +1,6 @@
 """Real-browser test harness: trusted TLS sites on *.test names, system Chromium, CDP helpers.
 
-The recipe behind every choice here is shared/BROWSER_TESTING.md. Servers run in
+The recipe behind every choice here is docs/browser-testing.md. Servers run in
 their own threads, so tests drive Playwright's sync API and stay synchronous.
 """
 

@@ -90,7 +90,7 @@ document.title = "sent";
 
 def shop_app(issuer_origin: str, issuer_api: str, ca: TestCA) -> Starlette:
     """The merchant: a checkout page and a backend that talks to the issuer with its API key."""
-    # Delegate payment and WebAuthn to the issuer only (SECURITY.md W2); the iframe's allow matches.
+    # Delegate payment and WebAuthn to the issuer only (docs/security.md W2); the iframe's allow matches.
     header = ", ".join(f'{feature}=(self "{issuer_origin}")' for feature in FEATURES)
     context = ca.ssl_context()
 

@@ -39,7 +39,7 @@ MERCHANT_PAGE = """<!doctype html>
 const ISSUER_ORIGIN = %(issuer)s;
 window.messages = [];
 window.addEventListener("message", (event) => {
-  // Exact origin match (SECURITY W3): anything else is someone else's message.
+  // Exact origin match (docs/security.md W3): anything else is someone else's message.
   if (event.origin === ISSUER_ORIGIN && event.data && event.data.source === "spc-embed") {
     window.messages.push(event.data);
   }
