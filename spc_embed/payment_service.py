@@ -10,7 +10,7 @@ Decisions (also in the OpenAPI descriptions):
 
 - An unknown user and a user without usable credentials get the same answer:
   no credential ids, no instrument, and a stored pending transaction in both
-  cases, so even a repeated id answers 409 alike (SECURITY.md S11).
+  cases, so even a repeated id answers 409 alike (docs/security.md S11).
 - Expiry is applied where a transaction is read: the store reads a pending
   transaction past its TTL as expired, and this answers it as such, without a
   write on the way.
