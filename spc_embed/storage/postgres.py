@@ -30,9 +30,11 @@ RETRIES = 3  # deadlocks and serialization failures: another attempt usually goe
 SCHEMA_LOCK = 0x5B_C0_E4_BE_D0  # pg_advisory_xact_lock key: one schema step at a time, any process
 
 # Errors of the request's data, not of the database (NUL in text, a number out of range).
-_DATA_ERRORS = (asyncpg.exceptions.DataError,)
+_DATA_ERRORS = (asyncpg.exceptions.DataError, asyncpg.exceptions._base.DataError)
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+# InternalClientError: a connection cut mid-statement (the server went away) before the pool noticed.
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError,
+                  asyncio.TimeoutError)
 
 
 async def run_plan(conn: asyncpg.Connection, plan: Plan[Any]) -> Any:
@@ -118,8 +120,10 @@ class PostgresBackend:
         return pool
 
     async def _create_pool(self) -> asyncpg.Pool:
+        # min_size=0: connections are made on demand. A kept floor would make
+        # asyncpg log a traceback every second of an outage while it retries.
         return await asyncpg.create_pool(
-            self.url, min_size=1, max_size=self.pool_size, timeout=self.timeout,
+            self.url, min_size=0, max_size=self.pool_size, timeout=self.timeout,
             command_timeout=self.timeout, statement_cache_size=256,
         )
 
