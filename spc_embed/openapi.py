@@ -274,6 +274,13 @@ def _paths() -> dict[str, Any]:
             "summary": "Public keys of the result tokens (kid = RFC 7638 thumbprint)", "security": [],
             "responses": _ok("JWK Set", _ref("JWKS")),
         }},
+        "/healthz": {"get": {
+            "summary": "Health check for load balancers: does this instance's database answer?", "security": [],
+            "description": "No authentication and no data: 200 `{\"status\": \"ok\"}` when the database "
+                           "answers one trivial query, 503 `storage_unavailable` (with Retry-After) when not.",
+            "responses": {"200": {"description": "The database answers", **_json({"type": "object"})},
+                          "503": {"description": "The database does not answer", **_json(_ref("Error"))}},
+        }},
         "/openapi.json": {"get": {
             "summary": "This document", "security": [],
             "responses": {"200": {"description": "OpenAPI 3.1", **_json({"type": "object"})}},

@@ -18,7 +18,7 @@ whose origins include the request's ``Origin``):
                                  is found by its challenge)          -> {"token"}
     POST /transaction/opt-out   {"transaction_id"}                   -> {"outcome": "opted_out"}
 
-Public: ``GET /.well-known/jwks.json`` and ``GET /openapi.json``.
+Public: ``GET /.well-known/jwks.json``, ``GET /openapi.json`` and ``GET /healthz``.
 
 The fallback iframe's page and its finalize are in :mod:`spc_embed.pay_routes`;
 the workflow behind every endpoint is in :mod:`spc_embed.payment_service` and
@@ -115,6 +115,13 @@ async def jwks(request: Request) -> Response:
     return JSONResponse(issuer_context(request).result_signer.jwks(), headers={"Cache-Control": "public, max-age=300"})
 
 
+async def healthz(request: Request) -> Response:
+    # For load balancers: one trivial query, no authentication, nothing revealed.
+    # A database that does not answer raises StorageUnavailable: 503 with Retry-After.
+    await issuer_context(request).store.ping()
+    return JSONResponse({"status": "ok"}, headers=JSON_HEADERS)
+
+
 async def openapi(request: Request) -> Response:
     return JSONResponse(openapi_document(issuer_context(request)), headers={"Cache-Control": "no-cache"})
 
@@ -157,6 +164,7 @@ def transaction_routes(merchant_origins: Collection[str]) -> list[Route]:
         Route("/credentials/{credential_id}", revoke_credential, methods=["DELETE"], name="revoke_credential"),
         Route("/.well-known/jwks.json", jwks, methods=["GET"], name="jwks"),
         Route("/openapi.json", openapi, methods=["GET"], name="openapi"),
+        Route("/healthz", healthz, methods=["GET"], name="healthz"),
     ]
 
 

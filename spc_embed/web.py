@@ -127,7 +127,7 @@ def require_string(body: dict[str, Any], key: str, *, max_length: int = 4096) ->
 
 
 def require_origin(request: Request, allowed: Collection[str]) -> str:
-    """CSRF defence for browser POSTs (SECURITY W6): the Origin must be allowlisted."""
+    """CSRF defence for browser POSTs (docs/security.md W6): the Origin must be allowlisted."""
     origin = request.headers.get("origin")
     if origin is None or origin == "null" or origin not in allowed:
         raise Forbidden(f"requests from origin {origin!r} are not accepted here", code="origin_not_allowed")
@@ -135,7 +135,7 @@ def require_origin(request: Request, allowed: Collection[str]) -> str:
 
 
 def browser_cors(allowed: Collection[str]) -> list[Middleware]:
-    """CORS for a browser-facing endpoint's answers (SECURITY W4): exact allowlisted origins only.
+    """CORS for a browser-facing endpoint's answers (docs/security.md W4): exact allowlisted origins only.
 
     No credentials are ever allowed (the assertion is the credential), and
     ``Vary: Origin`` keeps caches from serving one origin's answer to another.
@@ -148,7 +148,7 @@ def browser_cors(allowed: Collection[str]) -> list[Middleware]:
 
 
 async def preflight(request: Request) -> Response:
-    """The CORS preflight of a browser-facing endpoint (SECURITY W4).
+    """The CORS preflight of a browser-facing endpoint (docs/security.md W4).
 
     Written by hand, not left to CORSMiddleware: that answers an unlisted
     origin 400 and an allowed one 200 with the CORS-safelisted headers and a

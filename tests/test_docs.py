@@ -38,19 +38,6 @@ CITING_DIRS = ("spc_embed", "tests", "widget", "example_merchant", "scripts", "b
 TEXT_SUFFIXES = frozenset({".py", ".js", ".mjs", ".html", ".css", ".sh", ".md", ".toml", ".txt", ".cfg", ".ini"})
 THIS_FILE = Path(__file__).resolve()
 
-# Files other engineers are rewriting while the citations move to docs/security.md:
-# they may still spell a citation the old way ("SECURITY.md S11", "SECURITY W6").
-# Their ids are resolved against docs/security.md all the same. Remove an entry
-# once its file cites docs/security.md.
-OLD_SPELLING_ALLOWED = (
-    "spc_embed/storage/*",
-    "spc_embed/transaction_routes.py",
-    "spc_embed/enrollment_routes.py",
-    "spc_embed/web.py",
-    "spc_embed/issuer.py",
-    "spc_embed/openapi.py",
-)
-
 HEADING = re.compile(r"^### ([A-Z]\d{1,2}):", re.MULTILINE)
 AREA_ROW = re.compile(r"^\| ([A-Z]) \|", re.MULTILINE)
 PROOF = re.compile(r"\b(tests/[\w/]+\.py)::(test_\w+)")
@@ -251,14 +238,10 @@ def test_nothing_cites_the_old_browser_testing_notes() -> None:
     assert offenders == [], "cite docs/browser-testing.md"
 
 
-def old_spelling_allowed(path: Path) -> bool:
-    return any(path.relative_to(ROOT).match(pattern) for pattern in OLD_SPELLING_ALLOWED)
-
-
 def test_security_citations_name_docs_security_md() -> None:
     offenders = []
     for path in repository_text_files():
-        if old_spelling_allowed(path) or path.resolve() == SECURITY_DOC:
+        if path.resolve() == SECURITY_DOC:
             continue
         text = path.read_text(encoding="utf-8")
         for match in re.finditer(r"security\.md", text, re.IGNORECASE):

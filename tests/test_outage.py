@@ -83,11 +83,16 @@ def test_a_postgresql_outage_under_load_is_503_then_heals_by_itself(
             stopped = time.monotonic()
             time.sleep(0.5)
             during = api.post("/transaction/finalize", json=finalize)
+            health_during = httpx.get(f"{base}/healthz")
             time.sleep(OUTAGE_SECONDS - 0.5)
             postgres_server.start()
             back = time.monotonic()
             time.sleep(2)
 
+        health_after = httpx.get(f"{base}/healthz")
+        assert (health_during.status_code, health_during.json()["code"]) == (503, "storage_unavailable")
+        assert health_during.headers["retry-after"]
+        assert (health_after.status_code, health_after.json()) == (200, {"status": "ok"})
         assert during.status_code == 503, during.text
         assert during.json()["code"] == "storage_unavailable" and during.headers["retry-after"]
         listed = api.get("/transactions", params={"user_id": "alice"}).json()["transactions"]

@@ -612,3 +612,13 @@ def test_server_to_server_script_against_a_running_server(tmp_path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5. verified against the JWKS" in result.stdout
     assert "6. replaying the same assertion: HTTP 409 transaction_already_finalized" in result.stdout
+
+
+def test_healthz_answers_200_when_the_database_answers_and_503_when_not(tmp_path) -> None:
+    issuer = make_issuer(tmp_path / "spc.db")
+    closed = TestClient(issuer.app, base_url=ISSUER_ORIGIN).get("/healthz")  # no lifespan: no database
+    assert error(closed) == (503, "storage_unavailable") and closed.headers["retry-after"] == "1"
+    with TestClient(issuer.app, base_url=ISSUER_ORIGIN) as client:
+        healthy = client.get("/healthz")
+    assert (healthy.status_code, healthy.json()) == (200, {"status": "ok"})
+    assert healthy.headers["cache-control"] == "no-store"
