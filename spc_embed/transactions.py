@@ -140,10 +140,7 @@ class TransactionData:
     merchant_origin: str | None
     logos: tuple[PaymentEntityLogo, ...]
     raw: Mapping[str, Any]
-
-    @property
-    def hash(self) -> str:
-        return transaction_hash(self.raw)
+    hash: str  # of ``raw``: base64url SHA-256 of its RFC 8785 JSON
 
 
 def _optional_text(data: Mapping[str, Any], key: str) -> str | None:
@@ -171,7 +168,8 @@ def parse_transaction_data(data: object) -> TransactionData:
     """Validate ``transaction_data`` (see the module docstring); raise InvalidRequest on the first problem."""
     if not isinstance(data, dict):
         raise _invalid("transaction_data must be a JSON object")
-    canonical_json(data)  # refuses floats, deep nesting, oversize data and lone surrogates early
+    # Refuses floats, deep nesting, oversize data and lone surrogates early; hashed once, here.
+    digest = b64url_encode(hashlib.sha256(canonical_json(data)).digest())
     amount = data.get("amount")
     if not is_canonical_amount(amount):
         raise _invalid(
@@ -192,7 +190,7 @@ def parse_transaction_data(data: object) -> TransactionData:
     logos = _logos(data["payment_entities_logos"]) if "payment_entities_logos" in data else ()
     return TransactionData(
         amount=amount, currency=currency, payee_name=payee_name, payee_origin=payee_origin,
-        merchant_origin=merchant_origin, logos=logos, raw=data,
+        merchant_origin=merchant_origin, logos=logos, raw=data, hash=digest,
     )
 
 
@@ -218,27 +216,28 @@ def validate_identifier(value: object, *, field: str, max_length: int) -> str:
 # Canonical JSON (RFC 8785 for the JSON subset accepted here).
 
 
-def _check_value(value: Any, depth: int) -> None:
+def _check_value(value: Any, depth: int) -> bool:
+    """Refuse what canonical JSON here cannot hold; True when every key sorts alike in code points and UTF-16."""
     if depth > MAX_DEPTH:
         raise _invalid(f"transaction_data nests deeper than {MAX_DEPTH} levels")
     if value is None or isinstance(value, (bool, str)):
-        return
+        return True
     if isinstance(value, int):
         if abs(value) > MAX_SAFE_INTEGER:
             raise _invalid(f"integer {value} in transaction_data is outside ±(2**53-1); send it as a string")
-        return
+        return True
     if isinstance(value, float):
         raise _invalid("transaction_data must not contain non-integer numbers; send amounts as strings such as \"12.30\"")
     if isinstance(value, list):
-        for item in value:
-            _check_value(item, depth + 1)
-        return
+        return all([_check_value(item, depth + 1) for item in value])
     if isinstance(value, dict):
+        plain = True
         for key, item in value.items():
             if not isinstance(key, str):
                 raise _invalid("transaction_data object keys must be strings")
-            _check_value(item, depth + 1)
-        return
+            # Code point and UTF-16 order differ only between U+E000-U+FFFF and astral characters.
+            plain = _check_value(item, depth + 1) and plain and (not key or max(key) < "\ue000")
+        return plain
     raise _invalid(f"transaction_data holds a {type(value).__name__}, which is not JSON")
 
 
@@ -254,9 +253,11 @@ def _jcs(value: Any) -> str:
 
 def canonical_json(data: Mapping[str, Any]) -> bytes:
     """RFC 8785 serialization of ``data`` (integers, strings, booleans, null, arrays, objects)."""
-    _check_value(data, 0)
+    plain = _check_value(data, 0)
     try:
-        encoded = _jcs(data).encode("utf-8")
+        # The C encoder with sorted keys is RFC 8785 for this subset when keys sort alike (about 10x faster).
+        text = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":")) if plain else _jcs(data)
+        encoded = text.encode("utf-8")
     except UnicodeEncodeError as exc:  # a lone surrogate from a "\ud800" escape
         raise _invalid("transaction_data contains a lone UTF-16 surrogate") from exc
     if len(encoded) > MAX_CANONICAL_BYTES:

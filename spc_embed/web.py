@@ -6,6 +6,8 @@ right status, and anything unexpected into a logged 500 without a traceback.
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import math
 from typing import Any, Collection
@@ -85,7 +87,14 @@ def app_url(request: Request, name: str, **path_params: Any) -> str:
     looks the name up in the host's router, where the issuer's route names
     are not.
     """
-    return issuer_context(request).url(request.app.url_path_for(name, **path_params))
+    return _app_url(request.app, name, tuple(sorted(path_params.items())))
+
+
+@functools.lru_cache(maxsize=256)
+def _app_url(app: Any, name: str, path_params: tuple[tuple[str, Any], ...]) -> str:
+    # Routes do not change once built: look each URL up once (Starlette's lookup is tens of µs).
+    context: IssuerContext = app.state.spc
+    return context.url(app.url_path_for(name, **dict(path_params)))
 
 
 def presented_api_key(request: Request) -> str | None:

@@ -143,3 +143,24 @@ def test_t3_states_only_move_forward() -> None:
         for other in (SUCCEEDED, FAILED, EXPIRED):
             assert not can_transition(final, other)
     assert not can_transition(PENDING, PENDING)
+
+
+def test_canonical_json_sorts_keys_by_utf16_code_units_where_code_points_differ() -> None:
+    # U+1F600 is the surrogate pair D83D DE00, which sorts before U+E000 in UTF-16 (RFC 8785 §3.2.3).
+    assert canonical_json({"\ue000": 1, "\U0001F600": 2, "a": {"\ufb01": 3, "\U00010000": 4}}) == \
+        '{"a":{"\U00010000":4,"\ufb01":3},"\U0001F600":2,"\ue000":1}'.encode()
+
+
+def test_canonical_json_fast_path_equals_the_reference_serializer() -> None:
+    import random
+
+    from spc_embed.transactions import _jcs
+
+    rng = random.Random(7)
+    alphabet = "aZ09_-é\u00ff\u4e2d\ud7ff\ue000\uffff\U0001F600 \"\\\n\t\x7f"
+    for _ in range(300):
+        data = {"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 4))):
+                rng.choice([rng.randint(-10**6, 10**6), "".join(rng.choice(alphabet) for _ in range(5)), None, True,
+                            [1, "x", {"k": False}], {"nested": "v", "\ue001": 1}])
+                for _ in range(rng.randint(1, 6))}
+        assert canonical_json(data) == _jcs(data).encode("utf-8"), data

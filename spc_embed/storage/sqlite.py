@@ -1,28 +1,33 @@
-"""SQLite, embedded: reads on the caller's thread, writes through one group-committing writer.
+"""SQLite, embedded: statements on the caller's thread, commits group-shared on a committer thread.
 
 Reads run on a connection of the calling thread, synchronously: a read of a
 few rows from SQLite's page cache costs microseconds, less than handing it to
 another thread, and in WAL mode readers never wait for the writer.
 
-Writes go to one writer thread that owns the only write connection. It takes
-every write waiting in its queue, runs them in one transaction, each inside
-its own savepoint (so one write's refusal rolls back only its own
-statements), commits once with fsync (``synchronous=FULL``), then answers all
-of them. Concurrent requests so share one fsync: a 200 still means the write
-is on disk, at the cost of one commit per batch instead of one per request.
+Writes share commits. The first write to arrive while no commit is running
+starts a batch: every write waiting runs at once, on the caller's thread, in
+one transaction, each inside its own savepoint (so one write's refusal rolls
+back only its own statements). Only the COMMIT, which waits for fsync
+(``synchronous=FULL``), goes to a committer thread; writes arriving meanwhile
+wait for the next batch, which starts when the commit is done. So a 200 still
+means the write is on disk, one fsync serves every request of a batch, and
+the statements never run on a second thread: a thread running Python beside
+the event loop would make every statement of the loop wait for the GIL.
 
-Nothing here is bound to an event loop: each write carries the loop that
+Nothing here is bound to one event loop: each write carries the loop that
 awaits it, so one store serves TestClient's loops, reloaders and threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +37,6 @@ from .schema import SCHEMA_VERSION, ddl
 
 logger = logging.getLogger("spc_embed.storage")
 
-MAX_BATCH = 256
 BUSY_TIMEOUT_MS = 5000  # another process holding the write lock: wait this long, then 503
 
 
@@ -81,49 +85,53 @@ class SQLiteBackend:
         self.path = path
         self._on_error = on_error
         self._on_success = on_success
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
-        self._write_conn: sqlite3.Connection | None = None
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the two fields below and the readers list
+        self._waiting: list[tuple[PlanFactory[Any], asyncio.Future[Any]]] = []
+        self._batch_running = False  # a batch holds the write connection: statements, then its commit
+        self._write_conn: sqlite3.Connection | None = None
+        self._committer: ThreadPoolExecutor | None = None
         self._generation = 0
 
     # Lifecycle
 
     def open(self) -> None:
-        """Open the write connection, create or check the schema, start the writer."""
+        """Create or check the schema, open the write connection, start the committer."""
         self._generation += 1
-        conn = self._connect()
+        schema_conn = self._connect(busy_timeout_ms=BUSY_TIMEOUT_MS)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            self._create_schema(conn)
-        except BaseException:
-            conn.close()
-            raise
-        self._write_conn = conn
-        self._writer = threading.Thread(target=self._write_loop, name="spc-embed-sqlite-writer", daemon=True)
-        self._writer.start()
+            schema_conn.execute("PRAGMA journal_mode=WAL")
+            self._create_schema(schema_conn)
+        finally:
+            schema_conn.close()
+        self._write_conn = self._connect(busy_timeout_ms=BUSY_TIMEOUT_MS)
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="spc-embed-sqlite-commit")
 
-    def close(self) -> None:
-        if self._writer is not None:
-            self._queue.put(None)
-            self._writer.join()
-            self._writer = None
+    async def close(self) -> None:
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while self._busy() and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)  # let the writes in flight finish
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
+            self._committer = None
         if self._write_conn is not None:
             self._write_conn.close()
             self._write_conn = None
-        with self._readers_lock:
+        with self._lock:
             for reader in self._readers:
                 reader.close()
             self._readers.clear()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _busy(self) -> bool:
+        with self._lock:
+            return self._batch_running or bool(self._waiting)
+
+    def _connect(self, *, busy_timeout_ms: int) -> sqlite3.Connection:
         # isolation_level=None: we say BEGIN and COMMIT ourselves.
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=BUSY_TIMEOUT_MS / 1000)
+                               timeout=busy_timeout_ms / 1000)
         conn.execute("PRAGMA synchronous=FULL")  # WAL + FULL: every commit is fsynced
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         return conn
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
@@ -151,10 +159,10 @@ class SQLiteBackend:
     def _reader(self) -> sqlite3.Connection:
         local = self._local
         if getattr(local, "generation", None) != self._generation:
-            local.conn = self._connect()
+            local.conn = self._connect(busy_timeout_ms=BUSY_TIMEOUT_MS)
             local.conn.execute("PRAGMA query_only=ON")
             local.generation = self._generation
-            with self._readers_lock:
+            with self._lock:
                 self._readers.append(local.conn)
         conn: sqlite3.Connection = local.conn
         return conn
@@ -170,65 +178,88 @@ class SQLiteBackend:
     # Writes
 
     async def write(self, factory: PlanFactory[Any]) -> Any:
-        if self._writer is None:
-            raise self._on_error(RuntimeError("the SQLite writer is not running"))
+        if self._write_conn is None:
+            raise self._on_error(RuntimeError("the SQLite store is closed"))
         future = asyncio.get_running_loop().create_future()
-        self._queue.put((factory, future))
+        with self._lock:
+            self._waiting.append((factory, future))
+            start = not self._batch_running
+            self._batch_running = True
+        if start:
+            self._run_batch()
         return await future
 
-    def _write_loop(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
+    def _run_batch(self) -> None:
+        """Run every waiting write in one transaction on this thread, then hand the commit over."""
+        with self._lock:
+            batch, self._waiting = self._waiting, []
+            if not batch:
+                self._batch_running = False
                 return
-            batch = [job]
-            stop = False
-            while len(batch) < MAX_BATCH:
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    stop = True
-                    break
-                batch.append(job)
-            self._commit(batch)
-            if stop:
-                return
-
-    def _commit(self, batch: list[tuple[PlanFactory[Any], asyncio.Future[Any]]]) -> None:
         conn = self._write_conn
-        assert conn is not None
         outcomes: list[tuple[bool, Any]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            if conn is None:
+                raise sqlite3.OperationalError("the SQLite store is closed")
+            conn.execute("BEGIN IMMEDIATE")  # waits up to the busy timeout for another process's batch
             for factory, _ in batch:
                 conn.execute("SAVEPOINT job")
                 try:
                     outcomes.append((True, run_plan(conn, factory())))
-                except (SPCEmbedError, sqlite3.Error, Exception) as exc:
+                except Exception as exc:  # a refusal (or a fault) undoes this write only
                     conn.execute("ROLLBACK TO job")
                     outcomes.append((False, exc))
                 conn.execute("RELEASE job")
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            self._finish(batch, [(False, self._on_error(exc)) for _ in batch])
+            return
+        assert self._committer is not None
+        self._committer.submit(self._commit, conn, batch, outcomes)
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[tuple[PlanFactory[Any], asyncio.Future[Any]]],
+                outcomes: list[tuple[bool, Any]]) -> None:
+        # On the committer thread: one C call that waits for fsync, with the GIL released.
+        try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
+            self._rollback(conn)
             # Nothing of the batch is written: every request gets its own 503.
             outcomes = [(False, self._on_error(exc)) for _ in batch]
         else:
             self._on_success()
+        self._finish(batch, outcomes)
+
+    def _finish(self, batch: list[tuple[PlanFactory[Any], asyncio.Future[Any]]],
+                outcomes: list[tuple[bool, Any]]) -> None:
+        """Answer every write of the batch, then start the next batch on a waiting write's loop."""
         for (_, future), (ok, value) in zip(batch, outcomes):
             if not ok and isinstance(value, sqlite3.Error):
                 value = self._on_error(value)
-            loop = future.get_loop()
-            try:
-                loop.call_soon_threadsafe(_settle, future, ok, value)
-            except RuntimeError:
-                pass  # that loop has closed: nobody is waiting
+            _call_soon(future.get_loop(), _settle, future, ok, value)
+        with self._lock:
+            if not self._waiting:
+                self._batch_running = False
+                return
+            loop = self._waiting[0][1].get_loop()
+        if not _call_soon(loop, self._run_batch):
+            with self._lock:  # that loop is gone: its writes can never be answered; drop them
+                self._waiting = [job for job in self._waiting if not job[1].get_loop().is_closed()]
+            self._run_batch()
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection | None) -> None:
+        if conn is not None and conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> bool:
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # that loop has closed: nobody is waiting there
+        return False
+    return True
 
 
 def sqlite_path(url: str) -> str:

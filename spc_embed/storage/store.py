@@ -122,10 +122,7 @@ class Store:
             return
         self._opened -= 1
         if self._opened == 0:
-            if isinstance(self.backend, SQLiteBackend):
-                self.backend.close()
-            else:
-                await self.backend.close()
+            await self.backend.close()
 
     async def __aenter__(self) -> Store:
         await self.open()
