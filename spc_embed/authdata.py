@@ -11,6 +11,8 @@ caller's :class:`VerificationError` subclass.
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -227,6 +229,13 @@ def _check_strict_der(signature: bytes, error: type[VerificationError]) -> None:
         raise error("ECDSA signature is not strict DER", code="invalid_signature") from exc
     if r <= 0 or s <= 0 or encode_dss_signature(r, s) != signature:
         raise error("ECDSA signature is not strict DER", code="invalid_signature")
+
+
+@functools.lru_cache(maxsize=4096)
+def load_stored_public_key(cose: bytes) -> tuple[PublicKey, int]:
+    """:func:`load_public_key` for keys from the store, kept: a credential signs many payments,
+    and building the key object costs about as much as verifying a signature with it."""
+    return load_public_key(cose)
 
 
 def verify_signature(

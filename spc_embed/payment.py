@@ -50,7 +50,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .authdata import (
-    AuthenticatorData, check_flags, check_rp_id_hash, load_public_key, parse_authenticator_data, verify_signature,
+    AuthenticatorData, check_flags, check_rp_id_hash, load_public_key, load_stored_public_key, parse_authenticator_data,
+    verify_signature,
 )
 from .clientdata import ClientData, check_client_data, parse_client_data
 from .credential_json import b64_member, invalid_credential, read_envelope
@@ -250,7 +251,7 @@ def _check_authenticator(
                       "backup_eligibility_changed")
     # §7.2: client and authenticator extension outputs: none requested, all ignored (S9).
     # §7.2: hash = SHA-256(cData); verify sig over authData || hash with the stored public key.
-    public_key, alg = load_public_key(stored.public_key)
+    public_key, alg = load_stored_public_key(stored.public_key)
     if alg != stored.alg:
         raise _reject(f"stored key alg {alg} differs from registered alg {stored.alg}", "unexpected_algorithm")
     signed = response.authenticator_data + hashlib.sha256(response.client_data.raw).digest()

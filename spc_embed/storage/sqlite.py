@@ -4,10 +4,11 @@ Reads run on a connection of the calling thread, synchronously: a read of a
 few rows from SQLite's page cache costs microseconds, less than handing it to
 another thread, and in WAL mode readers never wait for the writer.
 
-Writes share commits. The first write to arrive while no commit is running
-starts a batch: every write waiting runs at once, on the caller's thread, in
-one transaction, each inside its own savepoint (so one write's refusal rolls
-back only its own statements). Only the COMMIT, which waits for fsync
+Writes share commits. A batch starts once the event loop has run what was
+ready when the first write came (so requests already being worked on join
+it): every write waiting runs at once, on the loop's thread, in one
+transaction, each inside its own savepoint (so one write's refusal rolls back
+only its own statements). Only the COMMIT, which waits for fsync
 (``synchronous=FULL``), goes to a committer thread; writes arriving meanwhile
 wait for the next batch, which starts when the commit is done. So a 200 still
 means the write is on disk, one fsync serves every request of a batch, and
@@ -67,14 +68,6 @@ def _run(conn: sqlite3.Connection, statement: Statement) -> Any:
     if statement.returns == ROW:
         return cursor.fetchone()
     return cursor.fetchall()
-
-
-def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if not future.done():  # the request may have been cancelled meanwhile; the write stands
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
 
 
 class SQLiteBackend:
@@ -180,13 +173,16 @@ class SQLiteBackend:
     async def write(self, factory: PlanFactory[Any]) -> Any:
         if self._write_conn is None:
             raise self._on_error(RuntimeError("the SQLite store is closed"))
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         with self._lock:
             self._waiting.append((factory, future))
             start = not self._batch_running
             self._batch_running = True
         if start:
-            self._run_batch()
+            # After everything ready to run now: requests this loop is already
+            # working on reach their writes first and share this batch.
+            loop.call_soon(self._run_batch)
         return await future
 
     def _run_batch(self) -> None:
@@ -232,20 +228,41 @@ class SQLiteBackend:
 
     def _finish(self, batch: list[tuple[PlanFactory[Any], asyncio.Future[Any]]],
                 outcomes: list[tuple[bool, Any]]) -> None:
-        """Answer every write of the batch, then start the next batch on a waiting write's loop."""
+        """Answer every write of the batch and start the next batch, with one call into each loop.
+
+        One call, not one per write: each call into a loop from this thread
+        is a GIL handover, and the loop thread is busy with other requests.
+        """
+        answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for (_, future), (ok, value) in zip(batch, outcomes):
             if not ok and isinstance(value, sqlite3.Error):
                 value = self._on_error(value)
-            _call_soon(future.get_loop(), _settle, future, ok, value)
-        with self._lock:
-            if not self._waiting:
-                self._batch_running = False
+            answers.setdefault(future.get_loop(), []).append((future, ok, value))
+        while True:
+            with self._lock:
+                if not self._waiting:
+                    self._batch_running = False
+                    next_loop = None
+                else:
+                    next_loop = self._waiting[0][1].get_loop()
+            for loop, items in answers.items():
+                _call_soon(loop, self._answer, items, loop is next_loop)
+            if next_loop is None or next_loop in answers or _call_soon(next_loop, self._answer, [], True):
                 return
-            loop = self._waiting[0][1].get_loop()
-        if not _call_soon(loop, self._run_batch):
             with self._lock:  # that loop is gone: its writes can never be answered; drop them
                 self._waiting = [job for job in self._waiting if not job[1].get_loop().is_closed()]
-            self._run_batch()
+            answers = {}
+
+    def _answer(self, items: list[tuple[asyncio.Future[Any], bool, Any]], run_next_batch: bool) -> None:
+        for future, ok, value in items:
+            if not future.done():  # the request may have been cancelled meanwhile; the write stands
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+        if run_next_batch:
+            # After the requests just answered have run on: their next writes join this batch.
+            asyncio.get_running_loop().call_soon(self._run_batch)
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection | None) -> None:
