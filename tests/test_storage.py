@@ -15,7 +15,7 @@ from postgres import free_port
 from spc_embed.errors import (
     AssertionRejected, ChallengeError, ConfigurationError, Conflict, InvalidRequest, StorageUnavailable,
 )
-from spc_embed.storage import SCHEMA_VERSION, Challenge, Credential, Store, TransactionRecord, payment_subject
+from spc_embed.storage import SCHEMA_VERSION, Challenge, Credential, Store, TransactionRecord
 from spc_embed.transactions import EXPIRED, FAILED, PENDING, SUCCEEDED
 
 CREDENTIAL_ID = b"\x07" * 32
@@ -63,18 +63,19 @@ async def finalize(store: Store, *, tenant: str = "merchant", transaction_id: st
     )
 
 
-async def challenge_used(store: Store, challenge: str) -> bool:
-    found = await store.get_challenge(challenge)
+async def challenge_used(store: Store, transaction_id: str = "order-1") -> bool:
+    """A payment challenge is used up when its transaction has left pending."""
+    found = await store.get_transaction("merchant", transaction_id)
     assert found is not None
-    return found.used_at is not None
+    return found.state != PENDING
 
 
 async def test_create_and_read_a_transaction(store: Store, clock: FakeClock) -> None:
     await store.create_transaction(record(clock))
     stored = await store.get_transaction("merchant", "order-1")
     assert stored == record(clock)
-    challenge = await store.get_challenge("pay-challenge-1")
-    assert challenge.purpose == "payment" and challenge.subject == payment_subject("merchant", "order-1")
+    # A payment's challenge lives in its transaction, never among the enrolment challenges.
+    assert await store.get_challenge("pay-challenge-1") is None
 
 
 async def test_t2_duplicate_transaction_id_in_a_tenant_is_conflict(store: Store, clock: FakeClock) -> None:
@@ -82,7 +83,7 @@ async def test_t2_duplicate_transaction_id_in_a_tenant_is_conflict(store: Store,
     with pytest.raises(Conflict) as caught:
         await store.create_transaction(record(clock, challenge="another", user_id="bob"))
     assert caught.value.code == "transaction_exists" and caught.value.status == 409
-    assert await store.get_challenge("another") is None  # nothing of the refused insert is left
+    assert (await store.get_transaction("merchant", "order-1")).user_id == "alice"  # the refused insert left nothing
 
 
 async def test_t2_same_id_in_another_tenant_is_accepted(store: Store, clock: FakeClock) -> None:
@@ -105,7 +106,7 @@ async def test_finalize_is_all_three_updates(store: Store, clock: FakeClock) -> 
     assert stored.state == SUCCEEDED and stored.method == "spc" and stored.credential_id == CREDENTIAL_ID
     assert stored.browser_bound_public_key == b"bbk" and stored.finalized_at == clock()
     assert (await store.get_credential(CREDENTIAL_ID)).sign_count == 6
-    assert await challenge_used(store, "pay-challenge-1")
+    assert await challenge_used(store)
 
 
 async def test_a12_a_moved_sign_count_rolls_everything_back(store: Store, clock: FakeClock) -> None:
@@ -115,7 +116,7 @@ async def test_a12_a_moved_sign_count_rolls_everything_back(store: Store, clock:
     assert caught.value.code == "credential_in_use"
     assert (await store.get_transaction("merchant", "order-1")).state == PENDING
     assert (await store.get_credential(CREDENTIAL_ID)).sign_count == 5
-    assert not await challenge_used(store, "pay-challenge-1")
+    assert not await challenge_used(store)
 
 
 async def test_a_revoked_credential_rolls_everything_back(store: Store, clock: FakeClock) -> None:
@@ -124,7 +125,7 @@ async def test_a_revoked_credential_rolls_everything_back(store: Store, clock: F
     with pytest.raises(AssertionRejected):
         await finalize(store)
     assert (await store.get_transaction("merchant", "order-1")).state == PENDING
-    assert not await challenge_used(store, "pay-challenge-1")
+    assert not await challenge_used(store)
 
 
 async def test_t3_finalize_after_expiry_changes_nothing(store: Store, clock: FakeClock) -> None:
@@ -144,7 +145,7 @@ async def test_s8_challenge_of_another_transaction_does_not_finalize(store: Stor
     with pytest.raises(ChallengeError):
         await finalize(store, transaction_id="order-2", challenge="pay-challenge-1")
     assert (await store.get_transaction("merchant", "order-2")).state == PENDING
-    assert not await challenge_used(store, "pay-challenge-1")
+    assert not await challenge_used(store)
 
 
 async def test_a10_parallel_finalizes_one_succeeds(store: Store, clock: FakeClock) -> None:
@@ -169,7 +170,7 @@ async def test_opt_out_fails_the_transaction_and_burns_its_challenge(store: Stor
     assert opt_out.user_id == "alice" and opt_out.credential_ids == ("Bwc",)
     stored = await store.get_transaction("merchant", "order-1")
     assert stored.state == FAILED and stored.failure_reason == "opt_out"
-    assert await challenge_used(store, "pay-challenge-1")
+    assert await challenge_used(store)
     assert await store.latest_opt_out("merchant", "alice") == clock()
     assert await store.latest_opt_out("shop", "alice") is None
     assert [o.transaction_id for o in await store.list_opt_outs("alice")] == ["order-1"]
@@ -305,11 +306,10 @@ async def test_a_refused_write_in_a_shared_commit_leaves_the_others_written(stor
     results = await asyncio.gather(*attempts, return_exceptions=True)
     assert sum(r is None for r in results) == 10
     assert all(isinstance(r, Conflict) for r in results if r is not None)
-    for i in range(10):
-        stored = await store.get_transaction("merchant", f"t{i}")
-        assert await store.get_challenge(stored.challenge) is not None
+    written = {f"c{i}" for i, r in enumerate(results) if r is None}
+    assert {(await store.get_transaction("merchant", f"t{i}")).challenge for i in range(10)} == written
     refused = [f"c{i}" for i, r in enumerate(results) if r is not None]
-    assert [await store.get_challenge(c) for c in refused] == [None] * 20
+    assert [await store.find_transactions(["merchant"], challenge=c) for c in refused] == [[]] * 20
 
 
 async def test_text_the_database_cannot_hold_is_a_400_not_a_crash(store: Store, clock: FakeClock) -> None:
@@ -349,3 +349,22 @@ async def test_a_postgresql_outage_is_storage_unavailable_and_heals_by_itself(
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.05)
         assert await store.get_transaction("merchant", "during-0") is None  # nothing half-written
+
+
+async def test_finalize_raced_against_opt_out_settles_once_without_deadlock(store: Store, clock: FakeClock) -> None:
+    # One lock order (transaction, then credential) for every write: no deadlock, exactly one outcome.
+    for round_ in range(15):
+        transaction_id, challenge = f"race-{round_}", f"race-c{round_}"
+        await store.create_transaction(record(clock, transaction_id=transaction_id, challenge=challenge))
+        sign_count = (await store.get_credential(CREDENTIAL_ID)).sign_count
+        results = await asyncio.gather(
+            store.record_opt_out("merchant", transaction_id, reported_by="api_key"),
+            store.finalize_transaction("merchant", transaction_id, challenge=challenge, credential_id=CREDENTIAL_ID,
+                                       expected_sign_count=sign_count, new_sign_count=sign_count + 1,
+                                       backed_up=False, method="spc", browser_bound_public_key=None),
+            return_exceptions=True,
+        )
+        assert not any(isinstance(r, StorageUnavailable) for r in results), results
+        assert sum(not isinstance(r, Exception) for r in results) == 1, results
+        state = (await store.get_transaction("merchant", transaction_id)).state
+        assert state == (FAILED if not isinstance(results[0], Exception) else SUCCEEDED)

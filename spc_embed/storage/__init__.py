@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from .records import Challenge, Credential, OptOut, TransactionRecord, User
 from .schema import SCHEMA_VERSION
-from .store import Store, payment_subject
+from .store import Store
 
 __all__ = [
-    "SCHEMA_VERSION", "Challenge", "Credential", "OptOut", "Store", "TransactionRecord", "User", "payment_subject",
+    "SCHEMA_VERSION", "Challenge", "Credential", "OptOut", "Store", "TransactionRecord", "User",
 ]

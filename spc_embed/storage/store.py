@@ -11,11 +11,17 @@ unique key or a conditional UPDATE, so it holds across processes. Every
 driver or connection error becomes :class:`StorageUnavailable` (503), logged
 once per outage, with nothing half-written.
 
+A payment's challenge lives in its transaction row: the transaction moving
+out of ``pending`` (once, by a conditional update) is what uses it up.
+Enrolment challenges have their own table.
+
 Lock order. Every write that changes more than one existing row takes its
 rows in this order, so two writes never wait on each other in a circle
-(PostgreSQL would abort one as a deadlock): challenge, then credential, then
-transaction, then the rows it inserts. Inserts of new rows (initialize,
-enrolment) lock no existing rows.
+(PostgreSQL would abort one as a deadlock): registration challenge, then
+transaction, then credential, then the rows it inserts. Finalize takes the
+transaction, then the credential; opt-out takes only the transaction;
+revoking or renaming takes only the credential; inserts of new rows
+(initialize, enrolment) lock no existing rows.
 """
 
 from __future__ import annotations
@@ -38,7 +44,6 @@ from .sqlite import SchemaVersionError, SQLiteBackend, sqlite_path
 
 logger = logging.getLogger("spc_embed.storage")
 
-PAYMENT = "payment"
 REGISTRATION = "registration"
 
 _CREDENTIAL_SELECT = f"SELECT {', '.join(CREDENTIAL_COLUMNS)} FROM spc_credentials"
@@ -48,11 +53,6 @@ _CONSUME_CHALLENGE = (
     "UPDATE spc_challenges SET used_at = $1 WHERE challenge = $2 AND purpose = $3 AND subject = $4"
     " AND used_at IS NULL AND expires_at > $1"
 )
-
-
-def payment_subject(tenant_id: str, transaction_id: str) -> str:
-    """The challenge subject binding a payment challenge to one tenant's transaction."""
-    return json.dumps([tenant_id, transaction_id], separators=(",", ":"))
 
 
 def redacted(url: str) -> str:
@@ -347,7 +347,7 @@ class Store:
     # Transactions
 
     async def create_transaction(self, record: TransactionRecord) -> None:
-        """Insert a pending transaction and its payment challenge; a reused id is Conflict (409).
+        """Insert a pending transaction (its challenge with it); a reused id is Conflict (409).
 
         Uniqueness is the primary key's, never a read before the insert, so N
         concurrent initializes with one id give one row and N-1 conflicts.
@@ -355,17 +355,11 @@ class Store:
         values = _transaction_values(record)
         insert = (f"INSERT INTO spc_transactions ({', '.join(TRANSACTION_COLUMNS)}) "
                   f"VALUES ({placeholders(1, len(values))}) ON CONFLICT DO NOTHING")
-        subject = payment_subject(record.tenant_id, record.transaction_id)
 
         def plan() -> Plan[None]:
             if (yield execute(insert, *values)) != 1:
                 raise Conflict(f"transaction id {record.transaction_id[:128]!r} is already used by this merchant",
                                code="transaction_exists")
-            yield execute(
-                "INSERT INTO spc_challenges (challenge, purpose, subject, user_id, expires_at, used_at)"
-                " VALUES ($1, $2, $3, $4, $5, NULL)",
-                record.challenge, PAYMENT, subject, record.user_id, record.expires_at,
-            )
 
         await self._write(plan)
 
@@ -432,18 +426,25 @@ class Store:
     ) -> None:
         """Complete a verified transaction: all of it in one database transaction, or nothing.
 
-        Consumes the payment challenge, advances the credential's sign count from
-        the value the verifier saw (compare-and-set), and moves the transaction
-        from pending to succeeded; if any of the three conditional updates
-        matches no row (a parallel submit won, the TTL passed, the credential
-        was revoked), everything rolls back (docs/security.md A10, S8, T3). A
-        transaction found past its TTL is marked expired on the way out.
+        Moves the transaction from pending to succeeded if it still is, with
+        this challenge and within its TTL (so its challenge is used exactly
+        once), and advances the credential's sign count from the value the
+        verifier saw (compare-and-set); if either conditional update matches
+        no row (a parallel submit won, the TTL passed, the credential was
+        revoked), both roll back (docs/security.md A10, S8, T3). A transaction
+        found past its TTL is marked expired on the way out.
         """
         now = self.now()
-        subject = payment_subject(tenant_id, transaction_id)
 
         def plan() -> Plan[None | Refusal]:
-            if (yield execute(_CONSUME_CHALLENGE, now, challenge, PAYMENT, subject)) != 1:
+            moved = yield execute(
+                "UPDATE spc_transactions SET state = $1, finalized_at = $2, credential_id = $3, method = $4,"
+                " browser_bound_public_key = $5 WHERE tenant_id = $6 AND transaction_id = $7 AND challenge = $8"
+                " AND state = $9 AND expires_at > $2",
+                SUCCEEDED, now, credential_id, method, browser_bound_public_key, tenant_id, transaction_id,
+                challenge, PENDING,
+            )
+            if moved != 1:
                 error = ChallengeError("this transaction's challenge is expired or was already used",
                                        code="challenge_used")
                 return (yield from _expire_if_due(tenant_id, transaction_id, now, error))
@@ -454,49 +455,33 @@ class Store:
             )
             if used != 1:
                 raise AssertionRejected("the credential was used or revoked concurrently", code="credential_in_use")
-            moved = yield execute(
-                "UPDATE spc_transactions SET state = $1, finalized_at = $2, credential_id = $3, method = $4,"
-                " browser_bound_public_key = $5 WHERE tenant_id = $6 AND transaction_id = $7 AND challenge = $8"
-                " AND state = $9 AND expires_at > $2",
-                SUCCEEDED, now, credential_id, method, browser_bound_public_key, tenant_id, transaction_id,
-                challenge, PENDING,
-            )
-            if moved != 1:
-                raise Conflict("the transaction is no longer pending", code="transaction_not_pending")
             return None
 
         await self._write(plan)
 
     async def record_opt_out(self, tenant_id: str, transaction_id: str, *, reported_by: str) -> OptOut:
-        """The user chose "opt out" in the SPC dialog: burn the challenge, fail the transaction, record it."""
+        """The user chose "opt out" in the SPC dialog: fail the pending transaction (its challenge with it), record it."""
         now = self.now()
 
         def plan() -> Plan[OptOut | Refusal]:
-            row = yield fetch_row(_TRANSACTION_SELECT + " WHERE tenant_id = $1 AND transaction_id = $2",
-                                  tenant_id, transaction_id)
             not_pending = Conflict("the transaction is no longer pending", code="transaction_not_pending")
-            if row is None:
-                raise not_pending
-            record = _transaction(row, now)
-            # Lock order: the challenge first, as finalize takes it.
-            if (yield execute(_CONSUME_CHALLENGE, now, record.challenge, PAYMENT,
-                              payment_subject(tenant_id, transaction_id))) != 1:
-                return (yield from _expire_if_due(tenant_id, transaction_id, now, not_pending))
             moved = yield execute(
                 "UPDATE spc_transactions SET state = $1, failure_reason = $2, finalized_at = $3"
                 " WHERE tenant_id = $4 AND transaction_id = $5 AND state = $6 AND expires_at > $3",
                 FAILED, "opt_out", now, tenant_id, transaction_id, PENDING,
             )
             if moved != 1:
-                raise not_pending
-            offered = json.dumps(list(record.credential_ids))
+                return (yield from _expire_if_due(tenant_id, transaction_id, now, not_pending))
+            row = yield fetch_row("SELECT user_id, credential_ids FROM spc_transactions"
+                                  " WHERE tenant_id = $1 AND transaction_id = $2", tenant_id, transaction_id)
+            user_id, offered = row
             yield execute(
                 "INSERT INTO spc_opt_outs (tenant_id, user_id, transaction_id, credential_ids, reported_by,"
                 " reported_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                tenant_id, record.user_id, transaction_id, offered, reported_by, now,
+                tenant_id, user_id, transaction_id, offered, reported_by, now,
             )
-            return OptOut(tenant_id=tenant_id, user_id=record.user_id, transaction_id=transaction_id,
-                          credential_ids=record.credential_ids, reported_by=reported_by, reported_at=now)
+            return OptOut(tenant_id=tenant_id, user_id=user_id, transaction_id=transaction_id,
+                          credential_ids=tuple(json.loads(offered)), reported_by=reported_by, reported_at=now)
 
         opt_out: OptOut = await self._write(plan)
         return opt_out
