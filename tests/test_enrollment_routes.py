@@ -49,8 +49,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def issuer(tmp_path: Path, clock: FakeClock) -> Issuer:
-    return make_issuer(tmp_path / "issuer.db", clock=clock)
+def issuer(tmp_path: Path, clock: FakeClock, database_url: str) -> Issuer:
+    return make_issuer(tmp_path / "issuer.db", clock=clock, database_url=database_url)
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def ctx(tmp_path: Path, clock: FakeClock) -> AsyncIterator[IssuerContext]:
-    issuer = make_issuer(tmp_path / "spc.db", clock=clock)
+async def ctx(tmp_path: Path, clock: FakeClock, database_url: str) -> AsyncIterator[IssuerContext]:
+    issuer = make_issuer(tmp_path / "spc.db", clock=clock, database_url=database_url)
     async with issuer.lifespan():
         yield issuer.context
 

@@ -31,8 +31,8 @@ from spc_embed.transactions import PaymentEntityLogo
 
 
 @pytest.fixture
-def bank(tmp_path):
-    with make_bank(tmp_path) as bank:
+def bank(tmp_path, database_url):
+    with make_bank(tmp_path, database_url=database_url) as bank:
         yield bank
 
 

@@ -53,9 +53,9 @@ async def enrol(ctx: IssuerContext, auth: SoftAuthenticator, user_id: str = "ali
 
 
 @pytest.fixture
-async def bank(tmp_path: Path) -> AsyncIterator[Bank]:
+async def bank(tmp_path: Path, database_url: str) -> AsyncIterator[Bank]:
     clock = FakeClock(1_800_000_000.0)
-    issuer = make_issuer(tmp_path / "spc.db", clock=clock)
+    issuer = make_issuer(tmp_path / "spc.db", clock=clock, database_url=database_url)
     async with issuer.lifespan():
         auth = SoftAuthenticator()
         credential_id = await enrol(issuer.context, auth)

@@ -39,8 +39,8 @@ SHAPE_CODES = {"invalid_request", "unsupported_media_type", "invalid_transaction
 
 
 @pytest.fixture
-def bank(tmp_path):
-    with make_bank(tmp_path, admin_api_keys=(ADMIN_KEY,)) as bank:
+def bank(tmp_path, database_url):
+    with make_bank(tmp_path, admin_api_keys=(ADMIN_KEY,), database_url=database_url) as bank:
         yield bank
 
 
