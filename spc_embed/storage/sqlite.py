@@ -94,7 +94,7 @@ class SQLiteBackend:
         self._generation += 1
         schema_conn = self._connect(busy_timeout_ms=BUSY_TIMEOUT_MS)
         try:
-            schema_conn.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(schema_conn)
             self._create_schema(schema_conn)
         finally:
             schema_conn.close()
@@ -277,6 +277,23 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *
     except RuntimeError:  # that loop has closed: nobody is waiting there
         return False
     return True
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """WAL lets readers run beside the writer; it is the file's mode, so setting it once lasts.
+
+    Switching needs the file to itself and SQLite's busy handler does not wait
+    for that, so processes starting together on a new file retry here.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def sqlite_path(url: str) -> str:

@@ -113,9 +113,7 @@ class Store:
             ) from None
         except Exception as exc:
             self._opened = 0
-            raise ConfigurationError(
-                f"cannot open the database {self._describe()}: {exc}"
-            ) from exc
+            raise ConfigurationError(f"cannot open the database {self._describe(exc)}: {exc}") from exc
 
     async def close(self) -> None:
         if self._opened == 0:
@@ -149,9 +147,10 @@ class Store:
     def now(self) -> float:
         return float(self.clock())
 
-    def _describe(self) -> str:
+    def _describe(self, error: Exception) -> str:
         if isinstance(self.backend, SQLiteBackend):
-            return f"SQLite file {self.backend.path} (does its directory exist, and may this process write it?)"
+            hint = " (does its directory exist, and may this process write it?)" if "unable to open" in str(error) else ""
+            return f"SQLite file {self.backend.path}{hint}"
         return redacted(self.url)
 
     def _require_open(self) -> None:

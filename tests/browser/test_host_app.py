@@ -209,11 +209,8 @@ def sites(test_ca: TestCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 def read_store(sites: Sites, query: Callable[[Store], Any]) -> Any:
     async def read() -> Any:
-        store = Store(f"sqlite:///{sites.database}")
-        try:
+        async with Store(f"sqlite:///{sites.database}") as store:  # another process's view
             return await query(store)
-        finally:
-            await store.close()
 
     with ThreadPoolExecutor(1) as pool:  # Playwright's sync API keeps a loop running in this thread
         return pool.submit(asyncio.run, read()).result()
