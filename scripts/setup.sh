@@ -74,4 +74,4 @@ fi
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test,demo]"
+.venv/bin/python -m pip install -q -e ".[test,demo,bench]"
