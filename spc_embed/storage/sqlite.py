@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import queue
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,10 @@ class SQLiteBackend:
         self._waiting: list[tuple[PlanFactory[Any], asyncio.Future[Any]]] = []
         self._batch_running = False  # a batch holds the write connection: statements, then its commit
         self._write_conn: sqlite3.Connection | None = None
-        self._committer: ThreadPoolExecutor | None = None
+        # The committer thread and its inbox: a plain thread on a C queue, so handing it a
+        # batch costs the loop's thread one put, not an executor's futures and locks.
+        self._commits: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._committer: threading.Thread | None = None
         self._generation = 0
 
     # Lifecycle
@@ -99,14 +102,16 @@ class SQLiteBackend:
         finally:
             schema_conn.close()
         self._write_conn = self._connect(busy_timeout_ms=BUSY_TIMEOUT_MS)
-        self._committer = ThreadPoolExecutor(1, thread_name_prefix="spc-embed-sqlite-commit")
+        self._committer = threading.Thread(target=self._commit_loop, name="spc-embed-sqlite-commit", daemon=True)
+        self._committer.start()
 
     async def close(self) -> None:
         deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         while self._busy() and time.monotonic() < deadline:
             await asyncio.sleep(0.002)  # let the writes in flight finish
         if self._committer is not None:
-            self._committer.shutdown(wait=True)
+            self._commits.put(None)
+            self._committer.join()
             self._committer = None
         if self._write_conn is not None:
             self._write_conn.close()
@@ -210,8 +215,11 @@ class SQLiteBackend:
             self._rollback(conn)
             self._finish(batch, [(False, self._on_error(exc)) for _ in batch])
             return
-        assert self._committer is not None
-        self._committer.submit(self._commit, conn, batch, outcomes)
+        self._commits.put((conn, batch, outcomes))
+
+    def _commit_loop(self) -> None:
+        while (work := self._commits.get()) is not None:
+            self._commit(*work)
 
     def _commit(self, conn: sqlite3.Connection, batch: list[tuple[PlanFactory[Any], asyncio.Future[Any]]],
                 outcomes: list[tuple[bool, Any]]) -> None:
