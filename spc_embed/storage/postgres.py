@@ -142,12 +142,17 @@ class PostgresBackend:
         self._on_success()
         return value
 
-    async def write(self, factory: PlanFactory[Any]) -> Any:
+    async def write(self, factory: PlanFactory[Any], *, single_statement: bool = False) -> Any:
+        """Run a write plan in one transaction; a single statement is atomic by itself (no BEGIN/COMMIT)."""
         for attempt in range(RETRIES):
             try:
                 pool = await self._pool()
-                async with pool.acquire(timeout=self.timeout) as conn, conn.transaction():
-                    value = await run_plan(conn, factory())
+                async with pool.acquire(timeout=self.timeout) as conn:
+                    if single_statement:
+                        value = await run_plan(conn, factory())
+                    else:
+                        async with conn.transaction():
+                            value = await run_plan(conn, factory())
             except _RETRYABLE as exc:
                 if attempt == RETRIES - 1:
                     raise self._on_error(exc) from exc

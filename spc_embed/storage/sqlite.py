@@ -175,7 +175,8 @@ class SQLiteBackend:
 
     # Writes
 
-    async def write(self, factory: PlanFactory[Any]) -> Any:
+    async def write(self, factory: PlanFactory[Any], *, single_statement: bool = False) -> Any:
+        # single_statement changes nothing here: every write runs inside its batch's transaction.
         if self._write_conn is None:
             raise self._on_error(RuntimeError("the SQLite store is closed"))
         loop = asyncio.get_running_loop()

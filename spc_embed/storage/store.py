@@ -176,10 +176,11 @@ class Store:
             self._require_open()
         return await self.backend.read(factory)
 
-    async def _write(self, factory: PlanFactory[Any]) -> Any:
+    async def _write(self, factory: PlanFactory[Any], *, single_statement: bool = False) -> Any:
+        """Run a write plan atomically; ``single_statement`` plans need no transaction around them."""
         if not self._opened:
             self._require_open()
-        result = await self.backend.write(factory)
+        result = await self.backend.write(factory, single_statement=single_statement)
         if isinstance(result, Refusal):
             raise result.error
         return result
@@ -291,7 +292,7 @@ class Store:
             )
             return bool(moved == 1)
 
-        used: bool = await self._write(plan)
+        used: bool = await self._write(plan, single_statement=True)
         return used
 
     async def rename_credential(self, user_id: str, credential_id: bytes, nickname: str) -> bool:
@@ -309,7 +310,7 @@ class Store:
             )
             return bool(moved == 1)
 
-        updated: bool = await self._write(plan)
+        updated: bool = await self._write(plan, single_statement=True)
         return updated
 
     # Challenges
@@ -323,7 +324,7 @@ class Store:
             )) != 1:
                 raise Conflict("this challenge exists already", code="challenge_exists")
 
-        await self._write(plan)
+        await self._write(plan, single_statement=True)
 
     async def get_challenge(self, challenge: str) -> Challenge | None:
         def plan() -> Plan[Challenge | None]:
@@ -340,7 +341,7 @@ class Store:
         def plan() -> Plan[bool]:
             return bool((yield execute(_CONSUME_CHALLENGE, now, challenge, purpose, subject)) == 1)
 
-        consumed: bool = await self._write(plan)
+        consumed: bool = await self._write(plan, single_statement=True)
         return consumed
 
     # Transactions
@@ -360,7 +361,7 @@ class Store:
                 raise Conflict(f"transaction id {record.transaction_id[:128]!r} is already used by this merchant",
                                code="transaction_exists")
 
-        await self._write(plan)
+        await self._write(plan, single_statement=True)
 
     async def get_transaction(self, tenant_id: str, transaction_id: str) -> TransactionRecord | None:
         now = self.now()
@@ -415,7 +416,7 @@ class Store:
             )
             return count
 
-        expired: int = await self._write(plan)
+        expired: int = await self._write(plan, single_statement=True)
         return expired
 
     async def finalize_transaction(
@@ -434,6 +435,12 @@ class Store:
         found past its TTL is marked expired on the way out.
         """
         now = self.now()
+        if self.backend.dialect == "postgresql":
+            await self._finalize_in_one_statement(
+                tenant_id, transaction_id, challenge=challenge, credential_id=credential_id, now=now,
+                expected_sign_count=expected_sign_count, new_sign_count=new_sign_count, backed_up=backed_up,
+                method=method, browser_bound_public_key=browser_bound_public_key)
+            return
 
         def plan() -> Plan[None | Refusal]:
             moved = yield execute(
@@ -457,6 +464,33 @@ class Store:
             return None
 
         await self._write(plan)
+
+    async def _finalize_in_one_statement(
+        self, tenant_id: str, transaction_id: str, *, challenge: str, credential_id: bytes, now: float,
+        expected_sign_count: int, new_sign_count: int, backed_up: bool, method: str,
+        browser_bound_public_key: bytes | None,
+    ) -> None:
+        """PostgreSQL: the same two conditional updates in one statement, one round trip, no BEGIN/COMMIT.
+
+        The transaction row is locked first (FOR UPDATE, re-checked against the
+        newest version), the credential's compare-and-set runs only if it was,
+        and the transaction moves only if the credential did: all or nothing,
+        in the documented lock order.
+        """
+        def plan() -> Plan[None | Refusal]:
+            locked, used, moved = yield fetch_row(_PG_FINALIZE, SUCCEEDED, now, credential_id, method,
+                                                  browser_bound_public_key, tenant_id, transaction_id, challenge,
+                                                  PENDING, expected_sign_count, new_sign_count, backed_up)
+            if not locked:
+                error = ChallengeError("this transaction's challenge is expired or was already used",
+                                       code="challenge_used")
+                return (yield from _expire_if_due(tenant_id, transaction_id, now, error))
+            if not used:
+                raise AssertionRejected("the credential was used or revoked concurrently", code="credential_in_use")
+            assert moved == 1  # the row is ours since `locked`
+            return None
+
+        await self._write(plan, single_statement=True)
 
     async def record_opt_out(self, tenant_id: str, transaction_id: str, *, reported_by: str) -> OptOut:
         """The user chose "opt out" in the SPC dialog: fail the pending transaction (its challenge with it), record it."""
@@ -512,6 +546,25 @@ class Store:
             return (yield fetch_row("SELECT 1 FROM spc_used_tokens WHERE token_id = $1", token_id)) is not None
 
         return await self._read(plan)
+
+
+_PG_FINALIZE = """
+WITH locked AS (
+    SELECT 1 FROM spc_transactions
+    WHERE tenant_id = $6 AND transaction_id = $7 AND challenge = $8 AND state = $9 AND expires_at > $2
+    FOR UPDATE
+), used AS (
+    UPDATE spc_credentials SET sign_count = $11, backed_up = $12, last_used_at = $2
+    WHERE credential_id = $3 AND sign_count = $10 AND revoked_at IS NULL AND EXISTS (SELECT 1 FROM locked)
+    RETURNING 1
+), moved AS (
+    UPDATE spc_transactions SET state = $1, finalized_at = $2, credential_id = $3, method = $4,
+        browser_bound_public_key = $5
+    WHERE tenant_id = $6 AND transaction_id = $7 AND EXISTS (SELECT 1 FROM used)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM locked), (SELECT count(*) FROM used), (SELECT count(*) FROM moved)
+"""
 
 
 def _expire_if_due(tenant_id: str, transaction_id: str, now: float, error: Exception) -> Plan[Refusal]:
