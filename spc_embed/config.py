@@ -202,6 +202,7 @@ class IssuerConfig:
     result_token_ttl: int = 5 * 60
     allowed_attestation_formats: tuple[str, ...] = ("none", "packed")
     max_body_bytes: int = 64 * 1024
+    default_locale: str = "en"
     admin_api_keys: tuple[str, ...] = field(default=(), repr=False)
     admin_api_key_hashes: tuple[str, ...] = field(default=(), init=False, repr=False)
 
@@ -231,6 +232,9 @@ class IssuerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+        from .i18n import check_locale_tag
+
+        check_locale_tag(self.default_locale, what="default_locale")
         if not self.database_url.startswith(("sqlite", "postgresql", "postgres")):
             raise ConfigurationError(
                 f"database_url {self.database_url!r} must be a sqlite:/// or postgresql:// URL"
@@ -327,6 +331,8 @@ class IssuerConfig:
                     raise ConfigurationError(f"{prefix}{name.upper()} must be an integer") from exc
         if prefix + "DATABASE_URL" in env:
             optional["database_url"] = env[prefix + "DATABASE_URL"]
+        if prefix + "DEFAULT_LOCALE" in env:
+            optional["default_locale"] = env[prefix + "DEFAULT_LOCALE"]
         if prefix + "ADMIN_API_KEYS" in env:
             optional["admin_api_keys"] = split(env[prefix + "ADMIN_API_KEYS"])
         if prefix + "ATTESTATION_FORMATS" in env:

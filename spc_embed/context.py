@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from .api_keys import ApiKeys
 from .config import IssuerConfig
+from .i18n import Catalogs
 from .results import ResultSigner
 from .storage import Store
 from .tokens import EnrollmentTokens, PaymentHandles
@@ -37,6 +38,7 @@ class IssuerContext:
     payment_handles: PaymentHandles
     api_keys: ApiKeys
     templates: Jinja2Templates
+    catalogs: Catalogs  # the frames' languages (spc_embed/i18n.py)
     base_url: str  # the public URL of the app: config.origin + the mount path
     clock: Callable[[], float]
 

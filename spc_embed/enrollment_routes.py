@@ -25,6 +25,8 @@ async def enroll_page(request: Request) -> Response:
     ctx = issuer_context(request)
     page = await enrollment_service.enrollment_page(ctx, request.query_params.get("token"))
     token, error = page.token, page.error
+    # The issuer's choice in the link, else the browser's Accept-Language, else the issuer's default.
+    frame_locale = ctx.catalogs.choose(token.locale if token else None, request.headers.get("accept-language"))
     context = {
         "config": {
             "token": page.live_token,
@@ -37,13 +39,14 @@ async def enroll_page(request: Request) -> Response:
         "error": error,
         "rp_name": ctx.config.rp_name,
         "widget_url": app_url(request, "widget", path="").rstrip("/"),
+        "frame_locale": frame_locale,
     }
     # An error page carries no authority, so any configured merchant may
     # show it; a working page only the merchant the token names.
     ancestors = [token.merchant_origin] if token else sorted(ctx.config.merchant_origins)
     return ctx.templates.TemplateResponse(
         request, "spc_embed/enroll.html", context, status_code=error.status if error else 200,
-        headers=page_headers(frame_ancestor_origins=ancestors),
+        headers={**page_headers(frame_ancestor_origins=ancestors), **frame_locale.response_headers},
     )
 
 

@@ -31,6 +31,7 @@ from .api_keys import ApiKeys
 from .config import IssuerConfig
 from .context import IssuerContext
 from .errors import ConfigurationError
+from .i18n import Catalogs, check_locale_tag, install_gettext
 from .results import ResultSigner
 from .storage import Store
 from .tokens import EnrollmentToken, EnrollmentTokens, PaymentHandles
@@ -54,6 +55,7 @@ class Issuer:
         mount_path: str = "",
         store: Store | None = None,
         template_directories: Sequence[str | Path] = (),
+        locale_directories: Sequence[str | Path] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         if mount_path and (not mount_path.startswith("/") or mount_path.endswith("/")):
@@ -72,11 +74,17 @@ class Issuer:
             *(jinja2.FileSystemLoader(str(d)) for d in template_directories),
             jinja2.PackageLoader("spc_embed", "templates"),
         ])
-        self.templates = Jinja2Templates(env=jinja2.Environment(loader=loader, autoescape=True))
+        env = jinja2.Environment(loader=loader, autoescape=True)
+        install_gettext(env)
+        self.templates = Jinja2Templates(env=env)
+        # The frames' languages: the shipped catalogs, with the issuer's own
+        # (``<dir>/<locale>/LC_MESSAGES/spc_embed.po`` or ``.mo``) adding locales or overriding strings.
+        self.catalogs = Catalogs(locale_directories, default_locale=config.default_locale)
         self.context = IssuerContext(
             config=config, store=self.store, enrollment_tokens=self.enrollment_tokens,
             result_signer=self.result_signer, payment_handles=self.payment_handles,
             api_keys=ApiKeys(config.merchants, config.admin_api_key_hashes), templates=self.templates,
+            catalogs=self.catalogs,
             base_url=config.origin + mount_path, clock=clock,
         )
         self.app = self._build_app()
@@ -113,17 +121,24 @@ class Issuer:
         instrument_name: str,
         instrument_icon: str,
         merchant_origin: str,
+        locale: str | None = None,
     ) -> str:
         """Mint a single-use enrolment token and return the iframe URL that carries it.
 
         Call this only after the cardholder has been authenticated by the issuer.
+        ``locale`` (a language tag such as ``"de"`` or ``"fr-CH"``) is the
+        cardholder's language, if the issuer knows it; without it, or without a
+        catalog for it, the frame speaks the browser's ``Accept-Language``, else
+        ``default_locale``.
         """
+        if locale is not None:
+            check_locale_tag(locale, what="locale")
         if self.config.merchant_for_origin(merchant_origin) is None:
             raise ConfigurationError(f"{merchant_origin!r} is not an origin of any configured merchant")
         token = self.enrollment_tokens.mint(EnrollmentToken(
             user_id=user_id, user_name=user_name, user_display_name=user_display_name,
             instrument_name=instrument_name, instrument_icon=instrument_icon,
-            merchant_origin=merchant_origin,
+            merchant_origin=merchant_origin, locale=locale,
         ))
         return self.url(self.app.url_path_for("enroll_page") + "?token=" + token)
 

@@ -44,6 +44,8 @@ async def pay_page(request: Request) -> Response:
     ctx = issuer_context(request)
     page = await payment_service.fallback_page(ctx, request.query_params.get("handle"))
     record, expected, error = page.record, page.expected, page.error
+    # initialize's locale, else the browser's Accept-Language, else the issuer's default.
+    frame_locale = ctx.catalogs.choose(expected.locale if expected else None, request.headers.get("accept-language"))
     context = {
         "config": {
             "handle": page.handle,
@@ -55,13 +57,17 @@ async def pay_page(request: Request) -> Response:
             "error": error.to_json() if error else None,
         },
         "payment": display_json(expected) if expected else None,
+        # The frame shows the amount the cardholder's way ("1.234,50 €"); the SPC dialog formats its own.
+        "amount": frame_locale.format_amount(expected.amount, expected.currency) if expected else None,
         "error": error,
         "rp_name": ctx.config.rp_name,
         "widget_url": app_url(request, "widget", path="").rstrip("/"),
+        "frame_locale": frame_locale,
     }
     # An error page with no transaction carries no authority: any merchant may frame it.
     headers = page_headers(frame_ancestor_origins=[record.merchant_origin] if record
                            else sorted(ctx.config.merchant_origins))
+    headers.update(frame_locale.response_headers)
     if isinstance(error, StorageUnavailable):
         headers.update(retry_after(error))
     return ctx.templates.TemplateResponse(request, "spc_embed/pay.html", context,

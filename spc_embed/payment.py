@@ -85,6 +85,8 @@ class ExpectedPayment:
     logos: tuple[PaymentEntityLogo, ...] = ()
     timeout_ms: int = 5 * 60 * 1000
     show_opt_out: bool = False
+    # Not verified: the language the fallback frame speaks (initialize's ``locale``), kept with the rest.
+    locale: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,7 +97,7 @@ class ExpectedPayment:
             "amount": self.amount, "currency": self.currency, "payee_name": self.payee_name,
             "payee_origin": self.payee_origin, "instrument_name": self.instrument_name,
             "instrument_icon": self.instrument_icon, "logos": [logo.to_json() for logo in self.logos],
-            "timeout_ms": self.timeout_ms, "show_opt_out": self.show_opt_out,
+            "timeout_ms": self.timeout_ms, "show_opt_out": self.show_opt_out, "locale": self.locale,
         }
 
     @classmethod

@@ -36,6 +36,7 @@ from .config import Merchant
 from .context import IssuerContext
 from .encoding import b64url_encode
 from .errors import AssertionRejected, Conflict, InvalidRequest, NotFound, SPCEmbedError, TokenError
+from .i18n import is_locale_tag
 from .payment import (
     AuthenticationResponse, ExpectedPayment, parse_authentication_response, payment_request_options,
     verify_fallback_response, verify_payment_response,
@@ -89,6 +90,9 @@ async def initialize(ctx: IssuerContext, merchant: Merchant, body: Mapping[str, 
     show_opt_out = body.get("show_opt_out", False)
     if not isinstance(show_opt_out, bool):
         raise InvalidRequest("show_opt_out must be true or false")
+    locale = body.get("locale")
+    if locale is not None and not is_locale_tag(locale):
+        raise InvalidRequest("locale must be a language tag such as \"de\" or \"fr-CH\"")
     merchant_origin = resolve_merchant_origin(data, merchant.origins)
     # S11: the same queries and the same answer whether the user is unknown or has no credentials.
     user, usable = await store.payable_credentials(merchant.id, user_id)
@@ -102,7 +106,7 @@ async def initialize(ctx: IssuerContext, merchant: Merchant, body: Mapping[str, 
         payee_name=data.payee_name, payee_origin=data.payee_origin,
         instrument_name=newest.instrument_name if newest else None,
         instrument_icon=newest.instrument_icon if newest else None,
-        logos=data.logos, timeout_ms=config.transaction_ttl * 1000, show_opt_out=show_opt_out,
+        logos=data.logos, timeout_ms=config.transaction_ttl * 1000, show_opt_out=show_opt_out, locale=locale,
     )
     await store.create_transaction(TransactionRecord(
         tenant_id=merchant.id, transaction_id=transaction_id, user_id=user_id, data=dict(data.raw),

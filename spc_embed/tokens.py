@@ -20,6 +20,7 @@ from itsdangerous.serializer import Serializer
 
 from .config import normalize_origin
 from .errors import ConfigurationError, TokenError, TokenExpired
+from .i18n import check_locale_tag
 
 ENROLLMENT_SALT = "spc-embed.enrollment.v1"
 PAYMENT_HANDLE_SALT = "spc-embed.payment-handle.v1"
@@ -35,6 +36,7 @@ class EnrollmentToken:
     instrument_name: str
     instrument_icon: str
     merchant_origin: str
+    locale: str | None = None  # the cardholder's language, if the issuer knows it (absent from older tokens)
     token_id: str = field(default_factory=lambda: secrets.token_urlsafe(18))
 
     def __post_init__(self) -> None:
@@ -45,6 +47,8 @@ class EnrollmentToken:
         if not self.instrument_icon.startswith(("https://", "http://localhost", "data:image/")):
             raise ConfigurationError("instrument_icon must be an https:// URL or a data:image/ URL")
         normalize_origin(self.merchant_origin, what="merchant origin")
+        if self.locale is not None:
+            check_locale_tag(self.locale, what="enrolment locale")
 
 
 class SignedTokens:
@@ -107,7 +111,10 @@ class EnrollmentTokens:
         self._tokens = SignedTokens(secret_keys, salt=ENROLLMENT_SALT, max_age=max_age, clock=clock)
 
     def mint(self, token: EnrollmentToken) -> str:
-        return self._tokens.dumps(asdict(token))
+        payload = asdict(token)
+        if payload["locale"] is None:
+            del payload["locale"]  # the same payload as before there was a locale
+        return self._tokens.dumps(payload)
 
     def load(self, value: object) -> EnrollmentToken:
         return _enrollment_token(self._tokens.loads(value))

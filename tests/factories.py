@@ -48,9 +48,9 @@ def make_config(database_path: Path | str, *, issuer_origin: str = ISSUER_ORIGIN
 
 
 def make_issuer(database_path: Path | str, *, mount_path: str = "", clock: Any = None,
-                **config_overrides: Any) -> Issuer:
+                locale_directories: tuple[Path, ...] = (), **config_overrides: Any) -> Issuer:
     config = make_config(database_path, **config_overrides)
-    kwargs: dict[str, Any] = {"mount_path": mount_path}
+    kwargs: dict[str, Any] = {"mount_path": mount_path, "locale_directories": locale_directories}
     if clock is not None:
         kwargs["clock"] = clock
     return Issuer(config, **kwargs)

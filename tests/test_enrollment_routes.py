@@ -345,7 +345,7 @@ def test_w3_page_config_is_escaped_inside_the_script_element(client: TestClient,
 
     assert response.status_code == 200
     assert "<img src=x" not in response.text
-    assert response.text.count("</script>") == 2  # the config and the module, nothing injected
+    assert response.text.count("</script>") == 3  # the config, the module and the text, nothing injected
     assert page_config(response)["merchantOrigin"] == MERCHANT_ORIGIN
 
 

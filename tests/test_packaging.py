@@ -34,8 +34,13 @@ CHECK = textwrap.dedent(
         instrument_icon="https://issuer.test/card.png", merchant_origin="https://merchant.test")
     with TestClient(issuer.app) as client:
         page = client.get(url.removeprefix(issuer.base_url))
+        german = client.get("/enroll?token=bad", headers={"Accept-Language": "de"})
         script = client.get("/widget/enroll.js")
     assert page.status_code == 200 and 'id="spc-enroll-config"' in page.text, page.status_code
+    # The compiled catalogs came with the wheel: the German frame is German.
+    from spc_embed.i18n import SHIPPED_DIRECTORY
+    assert (SHIPPED_DIRECTORY / "de" / "LC_MESSAGES" / "spc_embed.mo").is_file()
+    assert '<html lang="de" dir="ltr">' in german.text and "Dieser Einrichtungslink ist ungültig" in german.text
     assert script.status_code == 200 and "navigator.credentials.create" in script.text
     print("served-from-wheel-ok")
     """
@@ -53,6 +58,9 @@ def test_installed_wheel_serves_iframe_and_widget(tmp_path: Path) -> None:
     assert "spc_embed/py.typed" in names
     assert "spc_embed/templates/spc_embed/enroll.html" in names
     assert "spc_embed/widget/enroll.js" in names
+    for locale in ("en", "de", "fr"):  # the catalogs, compiled by hatch_build.py, with their sources
+        assert f"spc_embed/locale/{locale}/LC_MESSAGES/spc_embed.mo" in names
+        assert f"spc_embed/locale/{locale}/LC_MESSAGES/spc_embed.po" in names
 
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)

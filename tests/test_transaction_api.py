@@ -486,7 +486,7 @@ def test_fallback_page_shows_the_transaction_and_carries_its_options(bank) -> No
     assert config["publicKey"] == options["publicKey"] and config["merchantOrigin"] == MERCHANT_ORIGIN
     assert config["finalizeUrl"] == ISSUER_ORIGIN + "/pay/finalize" and config["error"] is None
     assert config["display"]["amount"] == "100.00" and config["transactionId"] == transaction_id
-    assert "100.00 EUR" in page.text and "Test Visa ****1234" in page.text and "widget/pay.js" in page.text
+    assert "€100.00" in page.text and "Test Visa ****1234" in page.text and "widget/pay.js" in page.text
     # The iframe completes the same transaction; afterwards the page only shows why it cannot.
     assertion = fallback_assertion(bank.auth, options)
     response = bank.client.post("/pay/finalize", json={"handle": config["handle"], "credential": assertion},

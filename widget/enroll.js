@@ -2,28 +2,22 @@
 // and tell the merchant page what happened.
 //
 // Every ending is reported once to the parent as
-//   {source: "spc-embed", type: "enrollment", outcome, code, message, credentialId?}
+//   {source: "spc-embed", type: "enrollment", outcome, code, message, lang, credentialId?}
 // with postMessage to the exact merchant origin (never "*": the page that
-// frames us is only trusted because frame-ancestors named it).
+// frames us is only trusted because frame-ancestors named it). `message` is
+// the sentence the frame shows the cardholder, in the frame's language `lang`.
+// The frame also reports its height ({type: "resize"}) so the page can fit it.
 
 import { credentialToJSON, detectProblem, parseCreationOptions } from "./webauthn-json.js";
+import { isBusy, parentOrigin, readJSON, reportHeight, setBusy, showOutcome } from "./frame.js";
 
-const config = JSON.parse(document.getElementById("spc-enroll-config").textContent);
+const config = readJSON("spc-enroll-config");
+const TEXT = readJSON("spc-enroll-text");
 const button = document.getElementById("spc-enroll-button");
 const statusBox = document.getElementById("spc-status");
 const root = document.getElementById("spc-enroll");
+const target = parentOrigin(config.merchantOrigin);
 
-const MESSAGES = {
-  enrolled: "All set. Next time you pay with this card, confirm with this device's fingerprint, face or screen lock.",
-  unsupported: "This browser or device can't confirm payments with a fingerprint, face or screen lock. You can keep paying as usual.",
-  permission_missing: "This page doesn't allow the bank to set up payment confirmation here. You can keep paying as usual.",
-  cancelled: "Setup was cancelled. You can try again, or keep paying as usual.",
-  already_enrolled: "This device is already set up for this card.",
-  token_expired: "This setup link has expired. Please start again from the checkout.",
-  token_used: "This setup link has already been used.",
-  invalid_token: "This setup link is not valid. Please start again from the checkout.",
-  error: "Something went wrong and this device was not set up. Please try again later.",
-};
 // After these the user may simply try again; every other outcome is final.
 const RETRYABLE = new Set(["cancelled", "error"]);
 const SERVER_OUTCOMES = new Set(["token_expired", "token_used", "invalid_token"]);
@@ -35,31 +29,17 @@ class ServerError extends Error {
   }
 }
 
-function parentOrigin() {
-  if (config.merchantOrigin) return config.merchantOrigin;
-  // An unreadable token names no merchant. The page is then framable by the
-  // configured merchants only (frame-ancestors), so the browser-reported
-  // parent origin is one of them; the message carries nothing secret.
-  const reported = window.location.ancestorOrigins?.[0];
-  return reported && reported !== "null" ? reported : null;
-}
-
-function report(outcome, { code = outcome, credentialId } = {}) {
-  const message = MESSAGES[outcome];
+function report(outcome, { code = outcome, credentialId, afterAction = false } = {}) {
+  const message = TEXT[outcome] ?? TEXT.error ?? outcome;
   root.dataset.outcome = outcome;
-  // The code helps a support agent; the parent gets it as a field anyway.
-  statusBox.textContent = outcome === "error" ? `${message} (${code})` : message;
-  statusBox.className = outcome === "enrolled" ? "spc-status spc-success" : "spc-status spc-problem";
-  statusBox.hidden = false;
-  if (RETRYABLE.has(outcome)) {
-    button.textContent = "Try again";
-    button.disabled = false;
-  } else {
-    button.hidden = true;
+  const keepButton = RETRYABLE.has(outcome);
+  if (keepButton) {
+    button.textContent = TEXT.try_again ?? button.textContent;
+    setBusy(button, false);
   }
-  const target = parentOrigin();
+  showOutcome(statusBox, message, { success: outcome === "enrolled", button, keepButton, afterAction });
   if (window.parent !== window && target) {
-    const data = { source: "spc-embed", type: "enrollment", outcome, code, message };
+    const data = { source: "spc-embed", type: "enrollment", outcome, code, message, lang: document.documentElement.lang };
     if (credentialId) data.credentialId = credentialId;
     window.parent.postMessage(data, target);
   }
@@ -106,33 +86,36 @@ function browserOutcome(error) {
 }
 
 async function enrol() {
-  button.disabled = true;
-  statusBox.hidden = true;
+  if (isBusy(button)) return;
+  // Busy, not disabled: the focus stays on the button while the device asks.
+  setBusy(button, true);
   root.dataset.outcome = "working";
+  const afterAction = true;
   let options;
   try {
     options = await post(config.optionsUrl, { token: config.token });
   } catch (error) {
-    report(serverOutcome(error), { code: error.code });
+    report(serverOutcome(error), { code: error.code, afterAction });
     return;
   }
   let credential;
   try {
     credential = await navigator.credentials.create({ publicKey: parseCreationOptions(options) });
   } catch (error) {
-    report(browserOutcome(error), { code: error?.name || "error" });
+    report(browserOutcome(error), { code: error?.name || "error", afterAction });
     return;
   }
   try {
     const result = await post(config.verifyUrl, { token: config.token, credential: credentialToJSON(credential) });
-    report("enrolled", { code: "enrolled", credentialId: result.credentialId });
+    report("enrolled", { code: "enrolled", credentialId: result.credentialId, afterAction });
   } catch (error) {
-    report(serverOutcome(error), { code: error.code });
+    report(serverOutcome(error), { code: error.code, afterAction });
   }
 }
 
 
 async function start() {
+  reportHeight(root, target);
   if (config.error) {
     const outcome = SERVER_OUTCOMES.has(config.error.code) ? config.error.code : "invalid_token";
     report(outcome, { code: config.error.code });
@@ -144,7 +127,7 @@ async function start() {
     return;
   }
   button.addEventListener("click", enrol);
-  button.disabled = false;
+  setBusy(button, false);
   root.dataset.outcome = "ready";
 }
 

@@ -2,63 +2,45 @@
 // confirms the transaction shown on this page with navigator.credentials.get().
 //
 // Every ending is reported to the merchant page as
-//   {source: "spc-embed", type: "payment", transactionId, outcome, code, message, token?}
+//   {source: "spc-embed", type: "payment", transactionId, outcome, code, message, lang, token?}
 // with outcome "confirmed" | "cancelled" (the user may try again) | "failed",
 // posted to the exact merchant origin only (never "*": the token is for it alone).
+// `message` is the sentence the frame shows the cardholder, in the frame's language `lang`.
+// The frame also reports its height ({type: "resize"}) so the page can fit it.
 
 import { credentialToJSON, detectProblem, parseRequestOptions } from "./webauthn-json.js";
+import { isBusy, parentOrigin, readJSON, reportHeight, setBusy, showOutcome } from "./frame.js";
 
-const config = JSON.parse(document.getElementById("spc-pay-config").textContent);
+const config = readJSON("spc-pay-config");
+const TEXT = readJSON("spc-pay-text");
 const root = document.getElementById("spc-pay");
 const button = document.getElementById("spc-pay-button");
 const statusBox = document.getElementById("spc-status");
-
-const MESSAGES = {
-  confirmed: "Payment confirmed. You can continue in the shop.",
-  cancelled: "The confirmation was cancelled. You can try again, or choose another way to pay.",
-  unsupported: "This browser or device can't confirm payments with a fingerprint, face or screen lock.",
-  permission_missing: "This page doesn't allow the bank to confirm payments here.",
-  network_error: "The bank could not be reached. Please try again later.",
-  // The server's messages for these speak to developers; the cardholder needs a next step.
-  transaction_expired: "This payment has expired. Please start again from the checkout.",
-  token_expired: "This payment has expired. Please start again from the checkout.",
-  transaction_already_finalized: "This payment has already been confirmed.",
-  transaction_failed: "This payment can no longer be confirmed here. Please start again from the checkout.",
-  error: "Something went wrong and this payment was not confirmed.",
-};
+// A link that names no transaction names no merchant; the page is then framable only by
+// configured merchants (frame-ancestors), and a failure carries nothing secret.
+const target = parentOrigin(config.merchantOrigin);
 
 class ServerError extends Error {
-  constructor(code, message) {
-    super(message);
+  constructor(code) {
+    super(code);
     this.code = code;
   }
 }
 
-const sentence = (text) => text.charAt(0).toUpperCase() + text.slice(1) + (/[.!?]$/.test(text) ? "" : ".");
+// The cardholder's sentence for a code: the issuer's own messages speak to developers, never shown.
+const textFor = (code) => TEXT[code] ?? TEXT.error ?? code;
 
-function parentOrigin(outcome) {
-  if (config.merchantOrigin) return config.merchantOrigin;
-  // A link that names no transaction names no merchant; the page is then framable only by
-  // configured merchants (frame-ancestors), and a failure carries nothing secret.
-  const reported = window.location.ancestorOrigins?.[0];
-  return outcome === "failed" && reported && reported !== "null" ? reported : null;
-}
-
-function report(outcome, { code = outcome, text = MESSAGES[code] ?? MESSAGES.error, token } = {}) {
+function report(outcome, { code = outcome, text = textFor(code), token, afterAction = false } = {}) {
   root.dataset.outcome = outcome;
-  statusBox.textContent = text;
-  statusBox.className = outcome === "confirmed" ? "spc-status spc-success" : "spc-status spc-problem";
-  statusBox.hidden = false;
-  if (outcome === "cancelled") {
-    button.textContent = "Try again";
-    button.disabled = false;
-  } else {
-    button.hidden = true;
+  const keepButton = outcome === "cancelled";
+  if (keepButton) {
+    button.textContent = TEXT.try_again ?? button.textContent;
+    setBusy(button, false);
   }
-  const target = parentOrigin(outcome);
-  if (window.parent === window || !target) return;
+  showOutcome(statusBox, text, { success: outcome === "confirmed", button, keepButton, afterAction });
+  if (window.parent === window || !target || (!config.merchantOrigin && outcome !== "failed")) return;
   const message = { source: "spc-embed", type: "payment", transactionId: config.transactionId, outcome, code,
-    message: text };
+    message: text, lang: document.documentElement.lang };
   if (token) message.token = token;
   window.parent.postMessage(message, target);
 }
@@ -73,49 +55,51 @@ async function post(url, body) {
       referrerPolicy: "same-origin",
     });
   } catch {
-    throw new ServerError("network_error", MESSAGES.network_error);
+    throw new ServerError("network_error");
   }
   const data = await response.json().catch(() => ({}));
-  if (!response.ok) throw new ServerError(data.code ?? `http_${response.status}`, data.message ?? "");
+  if (!response.ok) throw new ServerError(data.code ?? `http_${response.status}`);
   return data;
 }
 
-function reportBrowserError(error) {
+function reportBrowserError(error, afterAction) {
   const name = error?.name || "Error";
   // Chromium: NotAllowedError "The 'publickey-credentials-get' feature is not enabled in this document".
   if (/publickey-credentials-get|permissions policy/i.test(error?.message ?? "")) {
-    report("failed", { code: "permission_missing" });
+    report("failed", { code: "permission_missing", afterAction });
   } else if (name === "NotAllowedError" || name === "AbortError") {
-    report("cancelled", { code: name, text: MESSAGES.cancelled }); // dismissed, timed out or refused
+    report("cancelled", { code: name, text: textFor("cancelled"), afterAction }); // dismissed, timed out or refused
   } else {
-    report("failed", { code: name, text: name === "NotSupportedError" ? MESSAGES.unsupported : MESSAGES.error });
+    report("failed", { code: name, text: textFor(name === "NotSupportedError" ? "unsupported" : "error"), afterAction });
   }
 }
 
 async function confirm() {
-  button.disabled = true;
-  statusBox.hidden = true;
+  if (isBusy(button)) return;
+  // Busy, not disabled: the focus stays on the button while the device asks.
+  setBusy(button, true);
   root.dataset.outcome = "working";
+  const afterAction = true;
   let credential;
   try {
     credential = await navigator.credentials.get({ publicKey: parseRequestOptions(config.publicKey) });
   } catch (error) {
-    reportBrowserError(error);
+    reportBrowserError(error, afterAction);
     return;
   }
   try {
     const result = await post(config.finalizeUrl, { handle: config.handle, credential: credentialToJSON(credential) });
-    report("confirmed", { code: "confirmed", token: result.token });
+    report("confirmed", { code: "confirmed", token: result.token, afterAction });
   } catch (error) {
-    report("failed", { code: error.code, text: MESSAGES[error.code] ?? sentence(error.message || MESSAGES.error) });
+    report("failed", { code: error.code, afterAction });
   }
 }
 
 
 async function start() {
+  reportHeight(root, target);
   if (config.error) {
-    const { code, message } = config.error;
-    report("failed", { code, text: MESSAGES[code] ?? sentence(message) });
+    report("failed", { code: config.error.code });
     return;
   }
   const problem = await detectProblem("get", ["publickey-credentials-get"]);
@@ -124,7 +108,7 @@ async function start() {
     return;
   }
   button.addEventListener("click", confirm);
-  button.disabled = false;
+  setBusy(button, false);
   root.dataset.outcome = "ready";
 }
 

@@ -313,7 +313,7 @@ def test_third_purchase_without_spc_uses_the_fallback_iframe(
         frame.locator("#spc-pay-button:enabled").wait_for()
         state, text = checkout_status(page)
         assert state == "fallback" and "feature-not-enabled" in text
-        assert frame.locator("#spc-pay-amount").inner_text() == "25.00 EUR"
+        assert frame.locator("#spc-pay-amount").inner_text() == "€25.00"
         assert frame.locator("#spc-pay-payee").inner_text() == "Demo Shop"
         assert frame.locator("#spc-pay-card").inner_text() == demo.bank.cardholder.card_name
         allow = page.locator("#bank-frame-slot iframe").get_attribute("allow") or ""

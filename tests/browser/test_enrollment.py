@@ -38,10 +38,13 @@ MERCHANT_PAGE = """<!doctype html>
 <script>
 const ISSUER_ORIGIN = %(issuer)s;
 window.messages = [];
+window.heights = [];
 window.addEventListener("message", (event) => {
   // Exact origin match (docs/security.md W3): anything else is someone else's message.
   if (event.origin === ISSUER_ORIGIN && event.data && event.data.source === "spc-embed") {
-    window.messages.push(event.data);
+    // The frame's size reports are kept apart from its outcome.
+    if (event.data.type === "resize") window.heights.push(event.data.height);
+    else window.messages.push(event.data);
   }
 });
 </script>
@@ -219,7 +222,7 @@ def test_no_allow_attribute_reports_permission_missing(context: BrowserContext, 
     assert message["outcome"] == "permission_missing", message
     expected_code = "permission_missing" if policy_introspection else "NotSupportedError"
     assert message["code"] == expected_code
-    assert "doesn't allow" in status_text(page)
+    assert "doesn't let your bank" in status_text(page)
     assert page.frame_locator("#spc-frame").locator("#spc-enroll-button").is_hidden()
     assert stored_credentials(sites, user_id) == []
     assert list_credentials(*authenticator) == []
