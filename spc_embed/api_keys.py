@@ -21,16 +21,31 @@ def unauthorized() -> Unauthorized:
 
 
 def presented_key(api_key_header: str | None, authorization_header: str | None) -> str | None:
-    """The key the caller presented, from either header; both present must name the same key."""
+    """The key the caller presented, from either header; both present must name the same key.
+
+    Header values arrive as latin-1 text (each byte one character), so they are
+    compared as the bytes that were sent: ``hmac.compare_digest`` refuses
+    non-ASCII ``str`` with a TypeError. A key is printable ASCII (the
+    configuration accepts nothing else), so any other byte is a wrong key, 401 (H4).
+    """
     bearer = None
     if authorization_header is not None:
         scheme, _, value = authorization_header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise Unauthorized("the Authorization header must be 'Bearer <API key>'", code="invalid_api_key")
         bearer = value.strip()
-    if api_key_header is not None and bearer is not None and not hmac.compare_digest(api_key_header, bearer):
+    if api_key_header is not None and bearer is not None \
+            and not hmac.compare_digest(_wire_bytes(api_key_header), _wire_bytes(bearer)):
         raise Unauthorized("the apiKey and Authorization headers name different keys", code="invalid_api_key")
-    return api_key_header if api_key_header is not None else bearer
+    presented = api_key_header if api_key_header is not None else bearer
+    if presented is not None and not (presented.isascii() and presented.isprintable()):
+        raise unauthorized()
+    return presented
+
+
+def _wire_bytes(value: str) -> bytes:
+    # latin-1 gives back the bytes of a header as sent; anything wider cannot have come from one.
+    return value.encode("utf-8", "backslashreplace") if max(value, default="\0") > "\xff" else value.encode("latin-1")
 
 
 class ApiKeys:
@@ -44,7 +59,7 @@ class ApiKeys:
 
     def lookup(self, key: str) -> tuple[bool, Merchant | None]:
         """(matched, merchant): merchant None with matched True is the admin."""
-        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+        digest = hashlib.sha256(key.encode("utf-8", "backslashreplace")).digest()
         found: tuple[bool, Merchant | None] = (False, None)
         for stored, merchant in self._entries:
             if hmac.compare_digest(digest, stored):

@@ -5,7 +5,8 @@ challenge leniently, so this module reads the client data itself: once into a
 frozen :class:`ClientData` (malformed input is :class:`InvalidRequest`), then
 against what the ceremony expects (the C.type ... C.topOrigin steps of §7.1 and §7.2), where
 each failure raises the caller's :class:`VerificationError` subclass with a
-stable ``code``. docs/security.md R1-R4, A3, A4, P1, P2.
+stable ``code``; values the client sent are
+quoted with :func:`~spc_embed.text.quoted`. docs/security.md R1-R4, A3, A4, P1, P2, H3.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from .encoding import b64url_decode, loads_json
 from .errors import InvalidRequest, VerificationError
+from .text import quoted
 
 # Policy: challenges are at least 16 random bytes (WebAuthn L3 §13.4.3 asks for 16).
 MIN_CHALLENGE_BYTES = 16
@@ -97,17 +99,18 @@ def check_client_data(
         _require_collection("allowed_top_origins", allowed_top_origins)
     # §7.1/§7.2: verify C.type is the ceremony's type, exactly.
     if cd.type != expected_type:
-        raise error(f'Unexpected clientDataJSON.type "{cd.type}", expected "{expected_type}"', code="unexpected_type")
+        raise error(f"Unexpected clientDataJSON.type {quoted(cd.type)}, expected {expected_type!r}",
+                    code="unexpected_type")
     # §7.1/§7.2: verify C.challenge; both are canonical base64url, so equal text is equal bytes.
     if not hmac.compare_digest(cd.challenge.encode(), expected_challenge.encode()):
         raise error(
-            f'Unexpected clientDataJSON.challenge "{cd.challenge}", expected "{expected_challenge}"',
+            f"Unexpected clientDataJSON.challenge {quoted(cd.challenge)}, expected {expected_challenge!r}",
             code="challenge_mismatch",
         )
     # §7.1/§7.2: verify C.origin is an expected origin (exact string, no normalisation).
     if cd.origin not in expected_origins:
         raise error(
-            f'Unexpected clientDataJSON.origin "{cd.origin}", expected one of {sorted(expected_origins)}',
+            f"Unexpected clientDataJSON.origin {quoted(cd.origin)}, expected one of {sorted(expected_origins)}",
             code="origin_mismatch",
         )
     if cd.cross_origin is True:
@@ -122,12 +125,14 @@ def check_client_data(
         # §7.1/§7.2: verify C.topOrigin is a page the RP expects to be framed by.
         if cd.top_origin not in allowed_top_origins:
             raise error(
-                f'Unexpected clientDataJSON.topOrigin "{cd.top_origin}", expected one of {sorted(allowed_top_origins)}',
+                f"Unexpected clientDataJSON.topOrigin {quoted(cd.top_origin)}, "
+                f"expected one of {sorted(allowed_top_origins)}",
                 code="top_origin_mismatch",
             )
     elif cd.top_origin is not None:
         # §7.1/§7.2: if C.topOrigin is present, verify C.crossOrigin is true.
         raise error(
-            f'clientDataJSON.topOrigin "{cd.top_origin}" present with crossOrigin {cd.cross_origin}, expected true',
+            f"clientDataJSON.topOrigin {quoted(cd.top_origin)} present with crossOrigin {cd.cross_origin}, "
+            "expected true",
             code="top_origin_without_cross_origin",
         )

@@ -95,6 +95,15 @@ def check_key(value: object, *, what: str, min_length: int, generate: str) -> st
     return value
 
 
+def check_api_key(value: object, *, what: str) -> str:
+    """An API key: as :func:`check_key`, and printable ASCII, since it travels in an HTTP header (H4)."""
+    key = check_key(value, what=what, min_length=MIN_API_KEY_LENGTH, generate=GENERATE_API_KEY)
+    if not (key.isascii() and key.isprintable()) or key != key.strip():
+        raise ConfigurationError(f"{what} must be printable ASCII without surrounding spaces (it is sent in an "
+                                 f"HTTP header); generate one with `{GENERATE_API_KEY}`")
+    return key
+
+
 _PEM_ARMOR = re.compile(r"-----(?:BEGIN|END) [A-Z ]+-----")
 
 
@@ -171,8 +180,7 @@ class Merchant:
         if isinstance(self.api_keys, str):
             raise ConfigurationError(f"merchant {self.id!r} api_keys must be a list, not a string")
         for index, key in enumerate(self.api_keys):
-            check_key(key, what=f"merchant {self.id!r} API key #{index + 1}", min_length=MIN_API_KEY_LENGTH,
-                      generate=GENERATE_API_KEY)
+            check_api_key(key, what=f"merchant {self.id!r} API key #{index + 1}")
         object.__setattr__(self, "api_key_hashes", tuple(hash_api_key(k) for k in self.api_keys))
         object.__setattr__(self, "api_keys", ())
 
@@ -270,8 +278,7 @@ class IssuerConfig:
         if isinstance(self.admin_api_keys, str):
             raise ConfigurationError("admin_api_keys must be a list, not a string")
         for index, key in enumerate(self.admin_api_keys):
-            check_key(key, what=f"admin API key #{index + 1}", min_length=MIN_API_KEY_LENGTH,
-                      generate=GENERATE_API_KEY)
+            check_api_key(key, what=f"admin API key #{index + 1}")
         object.__setattr__(self, "admin_api_key_hashes", tuple(hash_api_key(k) for k in self.admin_api_keys))
         object.__setattr__(self, "admin_api_keys", ())
 

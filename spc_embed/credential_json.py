@@ -12,6 +12,7 @@ from typing import Any
 
 from .encoding import b64url_decode
 from .errors import InvalidRequest
+from .text import quoted
 
 
 def invalid_credential(message: str) -> InvalidRequest:
@@ -34,7 +35,7 @@ def read_envelope(credential: object) -> tuple[bytes, dict[str, Any]]:
     if credential.get("id") != credential["rawId"]:
         raise invalid_credential("credential id must equal rawId")
     if credential.get("type") != "public-key":
-        raise invalid_credential(f"credential type {credential.get('type')!r}, expected 'public-key'")
+        raise invalid_credential(f"credential type {quoted(credential.get('type'))}, expected 'public-key'")
     response = credential.get("response")
     if not isinstance(response, dict):
         raise invalid_credential("credential response must be a JSON object")

@@ -11,6 +11,7 @@ from .context import IssuerContext
 from .encoding import b64url_decode
 from .errors import InvalidRequest, NotFound
 from .storage import Credential
+from .text import storable_text
 from .transactions import MAX_TEXT_LENGTH, MAX_USER_ID_LENGTH, validate_identifier
 
 
@@ -36,10 +37,14 @@ async def live_credential(ctx: IssuerContext, credential_id: str) -> Credential:
     return found
 
 
+def credential_name(value: object) -> str:
+    """A name for a credential, as the cardholder will see it: checked before anything is looked up (H2)."""
+    return storable_text(value, field="'name'", max_length=MAX_TEXT_LENGTH, allow_empty=True)
+
+
 async def rename_credential(ctx: IssuerContext, credential: Credential, name: object) -> Credential:
     """Give a live credential (from :func:`live_credential`) a name the cardholder recognises."""
-    if not isinstance(name, str) or len(name) > MAX_TEXT_LENGTH:
-        raise InvalidRequest(f"'name' must be a string of at most {MAX_TEXT_LENGTH} characters")
+    name = credential_name(name)
     if not await ctx.store.rename_credential(credential.user_id, credential.credential_id, name):
         raise _not_found()
     return await ctx.store.get_credential(credential.credential_id) or credential

@@ -19,6 +19,7 @@ from typing import Any, Iterator, NoReturn
 import cbor2
 
 from .errors import InvalidRequest
+from .text import quoted
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
@@ -48,7 +49,7 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise InvalidRequest(f"duplicate JSON key {key!r}")
+            raise InvalidRequest(f"duplicate JSON key {quoted(key)}")
         result[key] = value
     return result
 

@@ -51,7 +51,7 @@ async def enrollment_page(ctx: IssuerContext, value: object) -> EnrollmentPage:
         return EnrollmentPage(token=ctx.enrollment_tokens.load_expired(exc), live_token=None, error=exc)
     except TokenUsed as exc:
         return EnrollmentPage(token=ctx.enrollment_tokens.load(value), live_token=None, error=exc)
-    except TokenError as exc:
+    except (TokenError, InvalidRequest) as exc:  # InvalidRequest: a token no signer can read (H2)
         return EnrollmentPage(token=None, live_token=None, error=exc)
     return EnrollmentPage(token=token, live_token=value if isinstance(value, str) else None, error=None)
 

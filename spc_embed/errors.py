@@ -15,6 +15,10 @@ class SPCEmbedError(Exception):
     status = 400
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
+        if not message.isascii():
+            # A lone surrogate that slipped into a message must not make the answer fail to encode
+            # (docs/security.md H3); spc_embed.text.quoted is how messages show values in the first place.
+            message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         super().__init__(message)
         self.message = message
         if code is not None:

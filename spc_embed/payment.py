@@ -58,6 +58,7 @@ from .credential_json import b64_member, invalid_credential, read_envelope
 from .encoding import b64url_decode, b64url_encode
 from .errors import AssertionRejected, InvalidRequest, SPCEmbedError
 from .storage import Credential
+from .text import quoted
 from .transactions import METHOD_FALLBACK, METHOD_SPC, PaymentEntityLogo, amounts_equal, is_canonical_amount
 
 PAYMENT_GET = "payment.get"
@@ -274,7 +275,7 @@ def _require(payment: Mapping[str, Any], key: str, kind: type) -> Any:
 
 def _check_equal(name: str, actual: object, expected: object, code: str) -> None:
     if actual != expected:
-        raise _reject(f'Unexpected clientDataJSON.payment.{name} {actual!r}, expected {expected!r}', code)
+        raise _reject(f"Unexpected clientDataJSON.payment.{name} {quoted(actual)}, expected {expected!r}", code)
 
 
 def _is_ordered_subset(received: object, sent: Sequence[PaymentEntityLogo]) -> bool:
@@ -305,10 +306,11 @@ def _check_payment_data(cd: ClientData, expected: ExpectedPayment) -> None:
     total = _require(payment, "total", dict)
     value, currency = total.get("value"), total.get("currency")
     if currency != expected.currency:
-        raise _reject(f'Unexpected clientDataJSON.payment.total.currency {currency!r}, expected "{expected.currency}"',
+        raise _reject(f"Unexpected clientDataJSON.payment.total.currency {quoted(currency)}, "
+                      f"expected {expected.currency!r}",
                       "total_mismatch")
     if not is_canonical_amount(value) or not amounts_equal(value, expected.amount):
-        raise _reject(f'Unexpected clientDataJSON.payment.total.value {value!r}, expected "{expected.amount}"',
+        raise _reject(f"Unexpected clientDataJSON.payment.total.value {quoted(value)}, expected {expected.amount!r}",
                       "total_mismatch")
     # SPC: verify instrument is the one that should have been displayed (S6).
     instrument = _require(payment, "instrument", dict)

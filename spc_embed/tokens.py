@@ -21,6 +21,7 @@ from itsdangerous.serializer import Serializer
 from .config import normalize_origin
 from .errors import ConfigurationError, TokenError, TokenExpired
 from .i18n import check_locale_tag
+from .text import is_storable, storable_text
 
 ENROLLMENT_SALT = "spc-embed.enrollment.v1"
 PAYMENT_HANDLE_SALT = "spc-embed.payment-handle.v1"
@@ -42,8 +43,10 @@ class EnrollmentToken:
     def __post_init__(self) -> None:
         for name in ("user_id", "user_name", "user_display_name", "instrument_name", "instrument_icon"):
             value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip() or len(value) > 255 and name != "instrument_icon":
-                raise ConfigurationError(f"enrolment {name} must be a non-empty string (at most 255 characters)")
+            if not isinstance(value, str) or not value.strip() or len(value) > 255 and name != "instrument_icon" \
+                    or not is_storable(value):
+                raise ConfigurationError(f"enrolment {name} must be a non-empty string (at most 255 characters, "
+                                         "no control characters)")
         if not self.instrument_icon.startswith(("https://", "http://localhost", "data:image/")):
             raise ConfigurationError("instrument_icon must be an https:// URL or a data:image/ URL")
         normalize_origin(self.merchant_origin, what="merchant origin")
@@ -69,6 +72,8 @@ class SignedTokens:
     def loads(self, token: object) -> dict[str, Any]:
         if not isinstance(token, str) or not token or len(token) > 4096:
             raise TokenError("the link is missing its token or the token is malformed")
+        # Before the signer: itsdangerous encodes the token as UTF-8, which a lone surrogate breaks (H2).
+        storable_text(token, field="the token", max_length=4096)
         try:
             payload = self._serializer.loads(token, max_age=self.max_age)
         except SignatureExpired as exc:

@@ -97,9 +97,9 @@ async def list_credentials(request: Request) -> Response:
 async def rename_credential(request: Request) -> Response:
     ctx = issuer_context(request)
     ctx.api_keys.admin(presented_api_key(request))
+    name = credential_service.credential_name((await read_body(request)).get("name"))
     found = await credential_service.live_credential(ctx, request.path_params["credential_id"])
-    body = await read_body(request)
-    renamed = await credential_service.rename_credential(ctx, found, body.get("name"))
+    renamed = await credential_service.rename_credential(ctx, found, name)
     return JSONResponse(credential_json(renamed), headers=JSON_HEADERS)
 
 

@@ -57,6 +57,7 @@ from urllib.parse import urlsplit
 
 from .encoding import b64url_encode
 from .errors import InvalidRequest
+from .text import quoted, storable_text
 
 MAX_FRACTION_DIGITS = 4
 MAX_INTEGER_DIGITS = 15
@@ -149,7 +150,8 @@ def _optional_text(data: Mapping[str, Any], key: str) -> str | None:
     value = data[key]
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT_LENGTH:
         raise _invalid(f"transaction_data.{key} must be a non-empty string of at most {MAX_TEXT_LENGTH} characters")
-    return value
+    # What the browser shows as the payee: no control characters (H2).
+    return storable_text(value, field=f"transaction_data.{key}", max_length=MAX_TEXT_LENGTH)
 
 
 def _logos(value: object) -> tuple[PaymentEntityLogo, ...]:
@@ -160,6 +162,7 @@ def _logos(value: object) -> tuple[PaymentEntityLogo, ...]:
         if not isinstance(item, dict) or set(item) != {"url", "label"} or not is_image_url(item["url"]) \
                 or not isinstance(item["label"], str) or not item["label"] or len(item["label"]) > MAX_TEXT_LENGTH:
             raise _invalid('each payment entity logo must be {"url": https:// or data:image/ URL, "label": text}')
+        storable_text(item["label"], field="transaction_data.payment_entities_logos label", max_length=MAX_TEXT_LENGTH)
         logos.append(PaymentEntityLogo(url=item["url"], label=item["label"]))
     return tuple(logos)
 
@@ -173,18 +176,18 @@ def parse_transaction_data(data: object) -> TransactionData:
     amount = data.get("amount")
     if not is_canonical_amount(amount):
         raise _invalid(
-            f"transaction_data.amount {amount!r} must be a decimal string such as \"100.00\": digits, an optional "
+            f"transaction_data.amount {quoted(amount)} must be a decimal string such as \"100.00\": digits, an optional "
             f"point and 1 to {MAX_FRACTION_DIGITS} fraction digits, no sign, exponent or leading zeros"
         )
     currency = data.get("currency")
     if not isinstance(currency, str) or not CURRENCY_PATTERN.fullmatch(currency):
-        raise _invalid(f"transaction_data.currency {currency!r} must be an upper-case ISO 4217 code such as \"EUR\"")
+        raise _invalid(f"transaction_data.currency {quoted(currency)} must be an upper-case ISO 4217 code such as \"EUR\"")
     payee_name = _optional_text(data, "payee_name")
     payee_origin = _optional_text(data, "payee_origin")
     if payee_name is None and payee_origin is None:
         raise _invalid("transaction_data needs payee_name, payee_origin or both")
     if payee_origin is not None and not is_payee_origin(payee_origin):
-        raise _invalid(f"transaction_data.payee_origin {payee_origin!r} must be an https origin such as "
+        raise _invalid(f"transaction_data.payee_origin {quoted(payee_origin)} must be an https origin such as "
                        "\"https://shop.example\" (lower case, no path, no default port)")
     merchant_origin = _optional_text(data, "merchant_origin")
     logos = _logos(data["payment_entities_logos"]) if "payment_entities_logos" in data else ()
@@ -198,7 +201,7 @@ def resolve_merchant_origin(data: TransactionData, tenant_origins: tuple[str, ..
     """The page origin that will call SPC: the one named, or the tenant's only origin."""
     if data.merchant_origin is not None:
         if data.merchant_origin not in tenant_origins:
-            raise _invalid(f"transaction_data.merchant_origin {data.merchant_origin!r} is not an origin of this "
+            raise _invalid(f"transaction_data.merchant_origin {quoted(data.merchant_origin)} is not an origin of this "
                            f"merchant, expected one of {list(tenant_origins)}")
         return data.merchant_origin
     if len(tenant_origins) != 1:
@@ -208,9 +211,8 @@ def resolve_merchant_origin(data: TransactionData, tenant_origins: tuple[str, ..
 
 
 def validate_identifier(value: object, *, field: str, max_length: int) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > max_length:
-        raise InvalidRequest(f"{field} must be a non-empty string of at most {max_length} characters")
-    return value
+    """An identifier from a request (user, transaction, card): non-empty, bounded and storable (H2)."""
+    return storable_text(value, field=field, max_length=max_length)
 
 
 # Canonical JSON (RFC 8785 for the JSON subset accepted here).
@@ -224,7 +226,7 @@ def _check_value(value: Any, depth: int) -> bool:
         return True
     if isinstance(value, int):
         if abs(value) > MAX_SAFE_INTEGER:
-            raise _invalid(f"integer {value} in transaction_data is outside ±(2**53-1); send it as a string")
+            raise _invalid(f"integer {quoted(value)} in transaction_data is outside ±(2**53-1); send it as a string")
         return True
     if isinstance(value, float):
         raise _invalid("transaction_data must not contain non-integer numbers; send amounts as strings such as \"12.30\"")
@@ -258,8 +260,9 @@ def canonical_json(data: Mapping[str, Any]) -> bytes:
         # The C encoder with sorted keys is RFC 8785 for this subset when keys sort alike (about 10x faster).
         text = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":")) if plain else _jcs(data)
         encoded = text.encode("utf-8")
-    except UnicodeEncodeError as exc:  # a lone surrogate from a "\ud800" escape
-        raise _invalid("transaction_data contains a lone UTF-16 surrogate") from exc
+    except UnicodeEncodeError as exc:  # a lone surrogate from a "\ud800" escape (H2)
+        raise InvalidRequest("transaction_data contains a lone UTF-16 surrogate, which cannot be stored",
+                             code="invalid_text") from exc
     if len(encoded) > MAX_CANONICAL_BYTES:
         raise _invalid(f"transaction_data is larger than {MAX_CANONICAL_BYTES} bytes")
     return encoded

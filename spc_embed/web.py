@@ -24,6 +24,7 @@ from .api_keys import presented_key
 from .context import IssuerContext
 from .encoding import loads_json
 from .errors import Forbidden, InvalidRequest, PayloadTooLarge, SPCEmbedError, StorageUnavailable
+from .text import quoted, storable_text
 
 logger = logging.getLogger("spc_embed")
 
@@ -129,17 +130,14 @@ def json_object(value: Any) -> dict[str, Any]:
 
 
 def require_string(body: dict[str, Any], key: str, *, max_length: int = 4096) -> str:
-    value = body.get(key)
-    if not isinstance(value, str) or not value or len(value) > max_length:
-        raise InvalidRequest(f"{key!r} must be a non-empty string of at most {max_length} characters")
-    return value
+    return storable_text(body.get(key), field=repr(key), max_length=max_length)
 
 
 def require_origin(request: Request, allowed: Collection[str]) -> str:
     """CSRF defence for browser POSTs (docs/security.md W6): the Origin must be allowlisted."""
     origin = request.headers.get("origin")
     if origin is None or origin == "null" or origin not in allowed:
-        raise Forbidden(f"requests from origin {origin!r} are not accepted here", code="origin_not_allowed")
+        raise Forbidden(f"requests from origin {quoted(origin)} are not accepted here", code="origin_not_allowed")
     return origin
 
 

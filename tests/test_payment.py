@@ -175,6 +175,24 @@ def test_a4_top_origin_without_cross_origin(bank) -> None:
     reject_spc(bank, "top_origin_without_cross_origin", cross_origin=False, top_origin=MERCHANT_ORIGIN)
 
 
+@pytest.mark.parametrize("flow, overrides, code", [
+    ("spc", {"type": "payment.get\ud800"}, "unexpected_type"),
+    ("spc", {"origin": "https://merchant.test\ud800"}, "origin_mismatch"),
+    ("spc", {"cross_origin": False, "top_origin": "https://\udfff.test"}, "top_origin_without_cross_origin"),
+    ("fallback", {"type": "\ud800"}, "unexpected_type"),
+    ("fallback", {"top_origin": "https://merchant.test\ud800"}, "top_origin_mismatch"),
+], ids=["spc-type", "spc-origin", "spc-top-origin", "fallback-type", "fallback-top-origin"])
+def test_h3_lone_surrogates_in_client_data_are_a_400_whose_message_encodes(bank, flow, overrides, code) -> None:
+    # No signature is needed to reach these checks; the answer quotes the value with \ud800 escaped.
+    transaction_id, options = bank.new_transaction()
+    if flow == "spc":
+        response = bank.finalize(transaction_id, spc_assertion(bank.auth, options, **overrides))
+    else:
+        response = _pay_finalize(bank, options, fallback_assertion(bank.auth, options, **overrides))
+    bank.assert_rejected(response, code, transaction_id, sign_count=0)
+    assert "\\ud" in response.json()["message"]  # quoted: the surrogate escaped, never raw
+
+
 def test_a5_rp_id_hash_of_another_rp(bank) -> None:
     reject_spc(bank, "rp_id_mismatch", rp_id="other.test")
 

@@ -109,6 +109,30 @@ def test_t1_keys_are_stored_hashed_and_compared_against_every_digest(bank, monke
         assert len(calls) == 3  # two merchant keys and the admin key, whatever matched
 
 
+@pytest.mark.parametrize("headers", [
+    {"apiKey": API_KEY.encode() + b"\xff", "Authorization": b"Bearer " + API_KEY.encode() + b"\xff"},
+    {"apiKey": b"\xc3\xa9" + API_KEY.encode(), "Authorization": b"Bearer " + API_KEY.encode()},
+    {"apiKey": API_KEY.encode(), "Authorization": b"Bearer \xe9" + API_KEY.encode()[1:]},
+    {"apiKey": b"\xff" * 40},
+    {"Authorization": b"Bearer \x80" + API_KEY.encode()},
+], ids=["both-same-non-ascii", "both-non-ascii-apikey", "both-non-ascii-bearer", "apikey-only", "bearer-only"])
+@pytest.mark.parametrize("path", ["/transaction/initialize", "/transaction/finalize", "/transaction/opt-out"])
+def test_h4_non_ascii_api_key_headers_are_401_not_500(bank, headers, path: str) -> None:
+    # Header bytes reach the app as latin-1 text; compare_digest raises TypeError on non-ASCII str.
+    response = bank.client.post(path, headers=headers, json={
+        "user_id": "alice", "transaction_id": "t", "transaction_data": TRANSACTION_DATA})
+    assert error(response) == (401, "invalid_api_key")
+    assert bank.run(bank.issuer.store.get_transaction, "merchant", "t") is None
+
+
+def test_h4_api_keys_must_be_printable_ascii_in_the_configuration() -> None:
+    from spc_embed.errors import ConfigurationError
+
+    for key in ("caf\u00e9-0123456789abcdefghijklmn", "tab\tkey-0123456789abcdefghijklmn", " spaced-0123456789abcdefghijk"):
+        with pytest.raises(ConfigurationError, match="printable ASCII"):
+            Merchant(id="m", origins=(MERCHANT_ORIGIN,), api_keys=(key,))
+
+
 # T2: transaction ids
 
 
