@@ -6,7 +6,7 @@ One run starts, each as its own uvicorn process (uvloop, httptools, no access lo
 - ``reference``: what an issuer's engineer would write by hand, a Starlette POST route that parses one
   WebAuthn assertion and verifies it with py_webauthn, no database (``bench/served_apps.py``);
 - the issuer (``spc_embed.Issuer(config).app``), once per ``--workers`` count, each on a fresh SQLite file
-  in a temporary directory (or on ``--database-url`` for PostgreSQL).
+  in a temporary directory (PostgreSQL: ``--database-url``, or a throwaway cluster the script starts and removes).
 
 A cardholder (``--cardholders N``: several) is enrolled through the real ``/enroll/options`` and
 ``/enroll/verify`` over HTTP with the software authenticator of ``tests/softauthn.py``; with several workers
@@ -30,7 +30,7 @@ not overlap; every process started here is stopped on exit, error or Ctrl-C. Ins
 apt, and uvloop + httptools into this Python, when missing.
 
     .venv/bin/python bench/served.py [--duration 6] [--connections 16,64] [--workers 1[,2]] [--cardholders 1]
-                                     [--database sqlite|postgresql --database-url postgresql://...] [--keep]
+                                     [--database sqlite|postgresql [--database-url postgresql://...]] [--keep]
 """
 
 from __future__ import annotations
@@ -817,6 +817,19 @@ def terminate_on_sigterm() -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def throwaway_postgres() -> Any:
+    """A PostgreSQL cluster of the test suite's kind (tests/postgres.py), with an empty database "spcbench"."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from postgres import PostgresCluster
+
+    cluster = PostgresCluster()
+    cluster.init()
+    cluster.start()
+    cluster.create_database("spcbench")
+    print(f"PostgreSQL {cluster.version}: a throwaway cluster at {cluster.host}:{cluster.port}", flush=True)
+    return cluster
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -835,8 +848,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
     args = parser.parse_args()
     if args.database == "postgresql":
-        if not args.database_url or not args.database_url.startswith(("postgresql://", "postgres://")):
-            parser.error("--database postgresql needs --database-url postgresql://...")
+        if args.database_url and not args.database_url.startswith(("postgresql://", "postgres://")):
+            parser.error("--database-url must be postgresql://... (or leave it out for a throwaway cluster)")
     elif args.database_url:
         parser.error("--database-url is for --database postgresql (SQLite uses a fresh file per run)")
 
@@ -846,10 +859,14 @@ def main() -> int:
     load_before = os.getloadavg()
     status = 0
     bench = Bench(args, processes, work)
+    cluster = None
     try:
         with terminate_on_sigterm():
             ensure_wrk()
             ensure_uvicorn_speedups()
+            if args.database == "postgresql" and not args.database_url:
+                cluster = throwaway_postgres()
+                args.database_url = cluster.url("spcbench")
             with bench.monitor:
                 bench.start()
                 bench.run()
@@ -861,6 +878,8 @@ def main() -> int:
         status = 130
     finally:
         processes.stop_all()
+        if cluster is not None:
+            cluster.destroy()
         if args.keep or status == 1:
             print(f"logs and database kept in {work}", file=sys.stderr)
         else:

@@ -49,6 +49,16 @@ REGISTRATION = "registration"
 _CREDENTIAL_SELECT = f"SELECT {', '.join(CREDENTIAL_COLUMNS)} FROM spc_credentials"
 _TRANSACTION_SELECT = f"SELECT {', '.join(TRANSACTION_COLUMNS)} FROM spc_transactions"
 _USER_SELECT = "SELECT user_id, user_handle, name, display_name FROM spc_users"
+# The user (NULLs if unknown) beside each payable credential (NULLs if none): always at least one row.
+_PAYABLE = (
+    "SELECT u.user_id, u.user_handle, u.name, u.display_name, "
+    + ", ".join(f"c.{column}" for column in CREDENTIAL_COLUMNS)
+    + " FROM (SELECT CAST($1 AS TEXT) AS wanted) AS q"
+    " LEFT JOIN spc_users AS u ON u.user_id = q.wanted"
+    " LEFT JOIN spc_credentials AS c ON c.user_id = q.wanted AND c.revoked_at IS NULL AND c.created_at > COALESCE("
+    "(SELECT MAX(o.reported_at) FROM spc_opt_outs AS o WHERE o.tenant_id = $2 AND o.user_id = q.wanted), -1)"
+    " ORDER BY c.created_at"
+)
 _CONSUME_CHALLENGE = (
     "UPDATE spc_challenges SET used_at = $1 WHERE challenge = $2 AND purpose = $3 AND subject = $4"
     " AND used_at IS NULL AND expires_at > $1"
@@ -261,17 +271,13 @@ class Store:
         """The user, and the credentials this merchant may offer for a payment.
 
         Live credentials enrolled after the user's last opt-out at this
-        merchant. The same queries whether the user exists or not, so timing
-        tells nothing (docs/security.md S11).
+        merchant. One query (one round trip), the same whether the user exists
+        or not, so timing tells nothing (docs/security.md S11).
         """
         def plan() -> Plan[tuple[User | None, list[Credential]]]:
-            user = yield fetch_row(_USER_SELECT + " WHERE user_id = $1", user_id)
-            rows = yield fetch_rows(
-                _CREDENTIAL_SELECT + " WHERE user_id = $1 AND revoked_at IS NULL AND created_at > COALESCE("
-                "(SELECT MAX(reported_at) FROM spc_opt_outs WHERE tenant_id = $2 AND user_id = $1), -1)"
-                " ORDER BY created_at", user_id, tenant_id,
-            )
-            return (User(*user) if user else None), [_credential(r) for r in rows]
+            rows = yield fetch_rows(_PAYABLE, user_id, tenant_id)
+            user = User(*rows[0][:4]) if rows[0][0] is not None else None
+            return user, [_credential(r[4:]) for r in rows if r[4] is not None]
 
         return await self._read(plan)
 
