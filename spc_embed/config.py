@@ -210,6 +210,7 @@ class IssuerConfig:
     result_token_ttl: int = 5 * 60
     allowed_attestation_formats: tuple[str, ...] = ("none", "packed")
     max_body_bytes: int = 64 * 1024
+    database_pool_size: int = 10  # PostgreSQL connections per event loop of each process
     default_locale: str = "en"
     admin_api_keys: tuple[str, ...] = field(default=(), repr=False)
     admin_api_key_hashes: tuple[str, ...] = field(default=(), init=False, repr=False)
@@ -236,7 +237,8 @@ class IssuerConfig:
         self._check_signing_keys()
         self._check_admin_keys()
         object.__setattr__(self, "allowed_attestation_formats", tuple(self.allowed_attestation_formats))
-        for name in ("enrollment_ttl", "challenge_ttl", "transaction_ttl", "result_token_ttl", "max_body_bytes"):
+        for name in ("enrollment_ttl", "challenge_ttl", "transaction_ttl", "result_token_ttl", "max_body_bytes",
+                     "database_pool_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
@@ -329,7 +331,8 @@ class IssuerConfig:
             for m in merchants_raw
         )
         optional: dict[str, object] = {}
-        for name in ("enrollment_ttl", "challenge_ttl", "transaction_ttl", "result_token_ttl", "max_body_bytes"):
+        for name in ("enrollment_ttl", "challenge_ttl", "transaction_ttl", "result_token_ttl", "max_body_bytes",
+                     "database_pool_size"):
             raw = env.get(prefix + name.upper())
             if raw is not None:
                 try:

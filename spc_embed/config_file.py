@@ -47,7 +47,8 @@ MERCHANT_KEYS: tuple[str, ...] = tuple(f.name for f in fields(Merchant) if f.ini
 # The TOML type of each key. Values are checked further by IssuerConfig; a
 # wrong type is refused here, so the message can say what TOML to write.
 _STRINGS = ("rp_id", "rp_name", "origin", "database_url", "default_locale", SIGNING_KEYS_FILE, "id", "name")
-_INTEGERS = ("enrollment_ttl", "challenge_ttl", "transaction_ttl", "result_token_ttl", "max_body_bytes")
+_INTEGERS = ("enrollment_ttl", "challenge_ttl", "transaction_ttl", "result_token_ttl", "max_body_bytes",
+             "database_pool_size")
 _STRING_LISTS = ("secret_keys", "signing_keys", "admin_api_keys", "allowed_attestation_formats", "origins", "api_keys")
 
 # What to put where a required key is missing.

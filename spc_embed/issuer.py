@@ -63,7 +63,7 @@ class Issuer:
         self.config = config
         self.mount_path = mount_path
         self.clock = clock
-        self.store = store or Store(config.database_url, clock=clock)
+        self.store = store or Store(config.database_url, clock=clock, pool_size=config.database_pool_size)
         self.enrollment_tokens = EnrollmentTokens(config.secret_keys, max_age=config.enrollment_ttl, clock=clock)
         self.result_signer = ResultSigner(config.signing_keys, issuer=config.origin + mount_path,
                                           ttl=config.result_token_ttl, clock=clock)
