@@ -26,10 +26,20 @@ const ENROLMENT_TEXT = {
 
 let current = null; // {order, init} of the payment in progress
 
-function status(state, text) {
+// The status line is a live region (role="status", in the page from the start): what is put in
+// it is announced. When the control that had the focus goes away (the Pay button, for the bank's
+// frame), the focus moves to the status line itself, and the region is quiet for that one text,
+// so that it is read once.
+function status(state, text, { focus = false } = {}) {
   statusBox.dataset.state = state;
+  if (focus) statusBox.setAttribute("aria-live", "off");
+  else statusBox.removeAttribute("aria-live");
   statusBox.textContent = text;
+  if (focus) statusBox.focus();
 }
+
+// Where the keyboard was: the Pay button is hidden while the bank's frame is up.
+const payButtonHadFocus = () => document.activeElement === payButton;
 
 function offer(...ids) {
   $("checkout-actions").hidden = ids.length === 0;
@@ -50,11 +60,12 @@ function guarded(step) {
     try {
       await step();
     } catch (error) {
-      status("error", `Something went wrong: ${error.message}. You can try again.`);
-      offer();
-      slot.replaceChildren();
+      console.error(error);  // the details are for the shop's developers, not the customer
       payButton.hidden = false;
       payButton.disabled = false;
+      status("error", "Something went wrong and you have not paid. Please try again.");
+      offer();
+      slot.replaceChildren();
     }
   };
 }
@@ -62,15 +73,18 @@ function guarded(step) {
 const orderPath = (suffix) => `/api/orders/${encodeURIComponent(current.order.id)}/${suffix}`;
 
 async function startPayment() {
-  payButton.disabled = true;
+  if (payButton.getAttribute("aria-disabled") === "true") return;
+  // Busy rather than disabled: a disabled button would drop the keyboard focus onto the page's body.
+  payButton.setAttribute("aria-disabled", "true");
   offer();
   slot.replaceChildren();
   status("working", "Asking your bank…");
   // Both at once: show() must run soon after the click that allowed it.
   const [available, started] = await Promise.all([spc.availability(), api("/api/checkout")]);
   current = started;
+  payButton.removeAttribute("aria-disabled");
   if (!started.init.secure_payment_confirmation?.credentialIds?.length) {
-    status("step-up", "Your bank wants to make sure it's you.");
+    status("step-up", "Your bank wants to make sure it's you.", { focus: payButtonHadFocus() });
     return stepUp({ offerEnrolment: true });
   }
   if (available.status !== "available") {
@@ -90,8 +104,10 @@ async function confirmWithSpc() {
       status("working", "Confirmed. Checking your bank's signed result…");
       return paid(await api(orderPath("confirm"), { credential: result.credential }));
     case "cancelled":
-      status("cancelled", "You closed the confirmation. Try again, or use a one-time code.");
-      return offer("retry-spc", "use-code");
+      offer("retry-spc", "use-code");
+      status("cancelled", "You closed the confirmation. Try again, or use a one-time code.",
+             { focus: !document.activeElement || document.activeElement === document.body });
+      return;
     case "authenticate_another_way":
       status("step-up", "No problem: your bank will check it's you another way.");
       return stepUp({ offerEnrolment: true });
@@ -108,9 +124,10 @@ async function confirmWithSpc() {
 }
 
 function fallback(text) {
-  status("fallback", text);
+  const hadFocus = payButtonHadFocus();
   offer();
   payButton.hidden = true;
+  status("fallback", text, { focus: hadFocus });
   spc.mountFallback(slot, current.init.fallback_url, {
     issuerOrigin: config.bankOrigin, title: "Confirm your payment with Demo Bank", height: "330",
     onMessage: (message) => guarded(async () => {
@@ -120,10 +137,13 @@ function fallback(text) {
         // A token from a frame is only a claim until our backend has verified it.
         await paid(await api(orderPath("token"), { token: message.token }));
       } else if (message.outcome === "cancelled") {
-        status("cancelled", "Cancelled. Try again in your bank's frame, or use a one-time code.");
+        // The bank's frame has said so itself, in the customer's language, and kept its focus: no second announcement.
+        status("cancelled", "");
         offer("use-code");
       } else {
-        status("fallback-failed", `Your bank could not confirm here (${message.code}). Use a one-time code instead.`);
+        // The frame's own words for what happened (message.message, in its language lang), and what to do here.
+        statusBox.dataset.code = message.code;  // for the shop's logs (and its tests), not for the customer
+        status("fallback-failed", "You can use a one-time code from your bank instead.");
         offer("use-code");
       }
     })(),
@@ -154,9 +174,8 @@ async function stepUp({ offerEnrolment }) {
     window.addEventListener("message", listener);
   });
   if (outcome !== "passed") {
-    status("error", "Your bank could not verify you, so the payment did not go through.");
     payButton.hidden = false;
-    payButton.disabled = false;
+    status("error", "Your bank could not verify you, so the payment did not go through.", { focus: true });
     return;
   }
   status("working", "Verified by your bank. Completing your order…");
@@ -191,7 +210,7 @@ function claimRows(claims) {
 async function paid(receipt) {
   const { order, claims } = receipt;
   slot.replaceChildren();
-  $("payment-panel").hidden = true;
+  $("payment-panel").hidden = true;  // the status line goes with it: the receipt's heading takes the focus below
   $("cart-link").textContent = "Cart (0)";
   const box = $("receipt");
   box.dataset.method = order.method;
@@ -215,6 +234,8 @@ async function paid(receipt) {
       + "shop's backend asked the bank's backend for that result.";
   }
   box.hidden = false;
+  // The Pay button or the bank's frame had the focus and is gone: moving it to the heading says "Paid".
+  $("receipt-heading").focus();
 }
 
 if (payButton) { // absent when the cart is empty

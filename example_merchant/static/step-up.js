@@ -2,6 +2,13 @@
 // to the shop's exact origin. The shop learns the *result* from the bank's
 // backend, server to server; this message only says "ask now".
 const report = JSON.parse(document.getElementById("step-up-report").textContent);
+
+// A wrong code reloads the page: put the focus back on the code, whose description is the error.
+const code = document.getElementById("code");
+if (code?.getAttribute("aria-invalid") === "true") {
+  code.focus();
+  code.select();
+}
 if (report.outcome !== "pending" && window.parent !== window) {
   const { targetOrigin, ...message } = report;
   window.parent.postMessage(message, targetOrigin);

@@ -357,7 +357,10 @@ def test_without_a_platform_authenticator_the_code_still_works(browser: Browser,
         click_pay(page, demo)
         # SPC is unavailable here, so the bank's frame is tried; it cannot confirm either.
         page.locator("#checkout-status[data-state='fallback-failed']").wait_for()
-        assert "unsupported" in checkout_status(page)[1]
+        assert page.locator("#checkout-status").get_attribute("data-code") == "unsupported"
+        # The bank's frame said why, in the customer's words; the shop says what to do next.
+        assert "can't confirm payments" in page.frame_locator("#bank-frame-slot iframe").locator("#spc-status").inner_text()
+        assert "one-time code" in checkout_status(page)[1]
         page.click("#use-code")
         enter_code(page, DEMO_ONE_TIME_CODE)
         paid = receipt(page)
