@@ -22,7 +22,7 @@ from .config import IssuerConfig
 from .i18n import Catalogs
 from .results import ResultSigner
 from .storage import Store
-from .tokens import EnrollmentTokens, PaymentHandles
+from .tokens import EnrollmentTokens, OptOutTokens, PaymentHandles
 
 if TYPE_CHECKING:
     # Only the web layer renders templates; the services using this context never import Starlette.
@@ -36,6 +36,7 @@ class IssuerContext:
     enrollment_tokens: EnrollmentTokens
     result_signer: ResultSigner
     payment_handles: PaymentHandles
+    opt_out_tokens: OptOutTokens
     api_keys: ApiKeys
     templates: Jinja2Templates
     catalogs: Catalogs  # the frames' languages (spc_embed/i18n.py)

@@ -34,7 +34,7 @@ from .errors import ConfigurationError
 from .i18n import Catalogs, check_locale_tag, install_gettext
 from .results import ResultSigner
 from .storage import Store
-from .tokens import EnrollmentToken, EnrollmentTokens, PaymentHandles
+from .tokens import EnrollmentToken, EnrollmentTokens, OptOutTokens, PaymentHandles
 from .transaction_routes import transaction_routes
 from .web import EXCEPTION_HANDLERS, DefaultHeaders, WidgetFiles
 
@@ -83,6 +83,7 @@ class Issuer:
         self.context = IssuerContext(
             config=config, store=self.store, enrollment_tokens=self.enrollment_tokens,
             result_signer=self.result_signer, payment_handles=self.payment_handles,
+            opt_out_tokens=OptOutTokens(config.secret_keys),
             api_keys=ApiKeys(config.merchants, config.admin_api_key_hashes), templates=self.templates,
             catalogs=self.catalogs,
             base_url=config.origin + mount_path, clock=clock,

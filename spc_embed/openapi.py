@@ -124,7 +124,7 @@ SCHEMAS: dict[str, Any] = {
     "InitializeResponse": {
         "type": "object",
         "required": ["publicKey", "secure_payment_confirmation", "total", "transaction_id", "transaction_hash",
-                     "merchant_origin", "expires_at", "fallback_url"],
+                     "merchant_origin", "expires_at", "fallback_url", "opt_out_token"],
         "properties": {
             "publicKey": _ref("PublicKeyCredentialRequestOptionsJSON"),
             "mediation": {"const": "optional"},
@@ -136,6 +136,10 @@ SCHEMAS: dict[str, Any] = {
             "expires_at": {"type": "integer", "description": "Unix time"},
             "fallback_url": {"type": "string",
                              "description": "Issuer iframe page confirming this transaction without SPC"},
+            "opt_out_token": {"type": "string",
+                              "description": "Hand it to the merchant page with the rest of this answer: the page "
+                                             "sends it with POST /transaction/opt-out to prove the report is "
+                                             "about a transaction it was given (not needed with an API key)"},
         },
     },
     "AuthenticationResponseJSON": {
@@ -163,7 +167,14 @@ SCHEMAS: dict[str, Any] = {
                                  "exp, jti, cred, trans {id, hash, method: spc|fallback}; keys at "
                                  "/.well-known/jwks.json"}},
     },
-    "OptOutRequest": {"type": "object", "required": ["transaction_id"], "properties": {"transaction_id": _STRING}},
+    "OptOutRequest": {
+        "type": "object", "required": ["transaction_id"],
+        "properties": {
+            "transaction_id": _STRING,
+            "opt_out_token": {"type": "string", "maxLength": 128,
+                              "description": "initialize's opt_out_token; required without an API key"},
+        },
+    },
     "OptOutResponse": {"type": "object", "required": ["outcome", "transaction_id"],
                        "properties": {"outcome": {"const": "opted_out"}, "transaction_id": _STRING}},
     "Transaction": {
@@ -242,7 +253,12 @@ def _paths() -> dict[str, Any]:
             "post": {
                 "summary": "Report that the user chose to opt out in the SPC dialog",
                 "description": "Records the opt-out, fails the transaction and stops offering the user's "
-                               "current credentials to this merchant.",
+                               "current credentials to this merchant. From the merchant's backend: its API key. "
+                               "From the merchant's page (CORS, no key): the page must send the transaction's "
+                               "opt_out_token from initialize; it is checked before the transaction is looked up, "
+                               "and a missing one is 400 opt_out_token_required, a wrong one 404 "
+                               "transaction_not_found exactly as for an unknown id, so a caller without it learns "
+                               "nothing about which transactions exist.",
                 "security": MERCHANT_KEY_OR_ORIGIN,
                 "requestBody": {"required": True, **_json(_ref("OptOutRequest"), {"transaction_id": "order-1042"})},
                 "responses": {**_ok("Recorded", _ref("OptOutResponse")), **_errors(400, 401, 403, 404, 409)},

@@ -17,9 +17,12 @@ Decisions (also in the OpenAPI descriptions):
 - Opt-out (SPC ``showOptOut``): the spec leaves acting on it to the party the
   user told; the issuer records it, fails the transaction, burns its challenge,
   and stops offering this user's credentials to *this merchant* (those enrolled
-  before the opt-out), which a forged report can only do to the reporting
-  merchant itself. Revoking credentials for every merchant stays the issuer
-  backend's decision, informed by the records.
+  before the opt-out). Revoking credentials for every merchant stays the issuer
+  backend's decision, informed by the records. A report comes from the
+  merchant's backend (its API key) or from its page, which must prove it was
+  handed initialize's answer with the transaction's ``opt_out_token``; that
+  proof is checked before the transaction is looked up, so a caller without it
+  gets the answer for an unknown transaction whatever the id (docs/security.md H1).
 - Each request parses the browser's credential once
   (:func:`~spc_embed.payment.parse_authentication_response`) and verifies the
   parsed response.
@@ -42,6 +45,8 @@ from .payment import (
     verify_fallback_response, verify_payment_response,
 )
 from .storage import OptOut, TransactionRecord
+from .text import storable_text
+from .tokens import MAX_OPT_OUT_TOKEN_LENGTH
 from .transactions import (
     EXPIRED, FAILED, MAX_TRANSACTION_ID_LENGTH, MAX_USER_ID_LENGTH, PENDING, SUCCEEDED,
     parse_transaction_data, resolve_merchant_origin, validate_identifier,
@@ -65,6 +70,7 @@ class Initialized:
     merchant_origin: str
     expires_at: int
     handle: str  # signed, names this transaction for the fallback iframe URL
+    opt_out_token: str  # for the merchant page to prove an opt-out report (H1)
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,7 @@ async def initialize(ctx: IssuerContext, merchant: Merchant, body: Mapping[str, 
         options=payment_request_options(expected), transaction_id=transaction_id, transaction_hash=data.hash,
         merchant_origin=merchant_origin, expires_at=int(now + config.transaction_ttl),
         handle=ctx.payment_handles.mint(merchant.id, transaction_id),
+        opt_out_token=ctx.opt_out_tokens.mint(merchant.id, transaction_id),
     )
 
 
@@ -141,11 +148,35 @@ async def finalize(ctx: IssuerContext, tenants: Collection[str], credential: obj
 
 
 async def opt_out(ctx: IssuerContext, tenants: Collection[str], transaction_id: object, *,
-                  reported_by: str) -> OptOut:
-    """The user chose "opt out" in the SPC dialog of one of ``tenants``' transactions: record it."""
-    record = await _one_transaction(ctx, tenants, transaction_id=transaction_id_of(transaction_id))
+                  reported_by: str, from_page: bool = False, proof: object = None) -> OptOut:
+    """The user chose "opt out" in the SPC dialog of one of ``tenants``' transactions: record it.
+
+    ``from_page``: the caller has no API key, only an allowlisted Origin, which
+    any program can send; it must present ``proof``, the transaction's
+    ``opt_out_token`` (H1).
+    """
+    valid_id = transaction_id_of(transaction_id)
+    if from_page:
+        tenants = _tenants_proven_by(ctx, tenants, valid_id, proof)
+    record = await _one_transaction(ctx, tenants, transaction_id=valid_id)
     _require_pending(record)
     return await ctx.store.record_opt_out(record.tenant_id, record.transaction_id, reported_by=reported_by)
+
+
+def _tenants_proven_by(ctx: IssuerContext, tenants: Collection[str], transaction_id: str, proof: object) -> list[str]:
+    """The tenants for whose transaction ``transaction_id`` ``proof`` is the opt-out token; NotFound if none.
+
+    Decided without the database, with the same answer as for an unknown
+    transaction, so a caller without the token cannot tell which ids exist.
+    """
+    if proof is None:
+        raise InvalidRequest("an opt-out from the merchant's page must carry the opt_out_token initialize returned",
+                             code="opt_out_token_required")
+    token = storable_text(proof, field="opt_out_token", max_length=MAX_OPT_OUT_TOKEN_LENGTH)
+    proven = [tenant for tenant in tenants if ctx.opt_out_tokens.matches(token, tenant, transaction_id)]
+    if not proven:
+        raise _transaction_not_found()
+    return proven
 
 
 async def fallback_page(ctx: IssuerContext, handle: object) -> FallbackPage:
@@ -184,6 +215,10 @@ async def transactions_of(ctx: IssuerContext, user_id: object, *, tenant_id: str
     return await ctx.store.list_transactions(valid_user_id, tenant_id=tenant_id)
 
 
+def _transaction_not_found() -> NotFound:
+    return NotFound("no such transaction for this merchant", code="transaction_not_found")
+
+
 def _require_pending(record: TransactionRecord) -> None:
     if record.state != PENDING:
         message, code = STATE_ERRORS[record.state]
@@ -194,7 +229,7 @@ async def _one_transaction(ctx: IssuerContext, tenants: Collection[str], *, tran
                            challenge: str | None = None) -> TransactionRecord:
     found = await ctx.store.find_transactions(tenants, transaction_id=transaction_id, challenge=challenge)
     if not found:
-        raise NotFound("no such transaction for this merchant", code="transaction_not_found")
+        raise _transaction_not_found()
     if len(found) > 1:
         raise InvalidRequest("several merchants share this origin and transaction id; call with an API key",
                              code="ambiguous_transaction")

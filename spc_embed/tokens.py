@@ -9,6 +9,9 @@ the database by the caller (see ``Store.add_credential``).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,6 +28,8 @@ from .text import is_storable, storable_text
 
 ENROLLMENT_SALT = "spc-embed.enrollment.v1"
 PAYMENT_HANDLE_SALT = "spc-embed.payment-handle.v1"
+OPT_OUT_SALT = "spc-embed.opt-out.v1"
+MAX_OPT_OUT_TOKEN_LENGTH = 128
 
 
 @dataclass(frozen=True)
@@ -156,3 +161,36 @@ class PaymentHandles:
         if not isinstance(tenant, str) or not isinstance(transaction, str):
             raise TokenError("this link is not valid (unexpected payload)")
         return tenant, transaction
+
+
+class OptOutTokens:
+    """Per-transaction secrets that prove an opt-out comes from the page initialize answered (H1).
+
+    ``opt_out_token`` is returned by initialize to the merchant's backend, which
+    hands it to its page with the rest of initialize's answer; the page sends it
+    with ``POST /transaction/opt-out``. It is an HMAC of the tenant and the
+    transaction id under the configured secret keys (the first mints, every key
+    verifies, so keys rotate) with its own salt, so nothing is stored and a
+    caller without it learns nothing: it is checked before any transaction is
+    looked up. It is worth no more than the transaction: one id, one tenant,
+    and only while the transaction is pending.
+    """
+
+    def __init__(self, secret_keys: Sequence[str]) -> None:
+        self._keys = [key.encode("utf-8") for key in secret_keys]
+
+    @staticmethod
+    def _token(key: bytes, tenant_id: str, transaction_id: str) -> bytes:
+        message = json.dumps([OPT_OUT_SALT, tenant_id, transaction_id]).encode("ascii")
+        return base64_encode(hmac.new(key, message, hashlib.sha256).digest())
+
+    def mint(self, tenant_id: str, transaction_id: str) -> str:
+        return self._token(self._keys[0], tenant_id, transaction_id).decode("ascii")
+
+    def matches(self, token: str, tenant_id: str, transaction_id: str) -> bool:
+        """Whether ``token`` was minted for this transaction, by any configured key (each compared, match or not)."""
+        presented = token.encode("utf-8", "backslashreplace")
+        found = False
+        for key in self._keys:
+            found |= hmac.compare_digest(self._token(key, tenant_id, transaction_id), presented)
+        return found

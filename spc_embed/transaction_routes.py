@@ -16,7 +16,8 @@ whose origins include the request's ``Origin``):
     POST /transaction/finalize  {"transaction_id", "credential"} or, as the Hanko
                                  Passkey API, the bare credential (the transaction
                                  is found by its challenge)          -> {"token"}
-    POST /transaction/opt-out   {"transaction_id"}                   -> {"outcome": "opted_out"}
+    POST /transaction/opt-out   {"transaction_id", "opt_out_token"}  -> {"outcome": "opted_out"}
+                                 (opt_out_token: from initialize; only needed without an API key)
 
 Public: ``GET /.well-known/jwks.json``, ``GET /openapi.json`` and ``GET /healthz``.
 
@@ -33,6 +34,7 @@ cardholder, not to any one merchant.
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -48,8 +50,15 @@ from .web import (
 )
 
 
-def caller(request: Request) -> tuple[list[str], str]:
-    """The tenants the caller may act for, and who reported (for the records).
+@dataclass(frozen=True)
+class Caller:
+    tenants: list[str]  # whom the caller may act for
+    reported_by: str  # for the records
+    from_page: bool  # no API key: a merchant's page, known by an Origin any program can send
+
+
+def caller(request: Request) -> Caller:
+    """Who is calling a browser-facing endpoint.
 
     With an API key, its merchant; without one, the merchants owning the
     page's Origin, which must be allowlisted exactly (W6).
@@ -57,9 +66,9 @@ def caller(request: Request) -> tuple[list[str], str]:
     ctx = issuer_context(request)
     presented = presented_api_key(request)
     if presented is not None:
-        return [ctx.api_keys.merchant(presented).id], "api_key"
+        return Caller([ctx.api_keys.merchant(presented).id], "api_key", from_page=False)
     origin = require_origin(request, ctx.config.merchant_origins)
-    return [m.id for m in ctx.config.merchants_for_origin(origin)], f"origin {origin}"
+    return Caller([m.id for m in ctx.config.merchants_for_origin(origin)], f"origin {origin}", from_page=True)
 
 
 # Server to server
@@ -76,6 +85,7 @@ async def initialize(request: Request) -> Response:
         "merchant_origin": initialized.merchant_origin,
         "expires_at": initialized.expires_at,
         "fallback_url": app_url(request, "pay_page") + "?handle=" + initialized.handle,
+        "opt_out_token": initialized.opt_out_token,
     }, headers=JSON_HEADERS)
 
 
@@ -131,7 +141,7 @@ async def openapi(request: Request) -> Response:
 
 async def finalize(request: Request) -> Response:
     ctx = issuer_context(request)
-    tenants, _ = caller(request)
+    tenants = caller(request).tenants
     body = await read_body(request)
     if "credential" in body:
         transaction_id = payment_service.transaction_id_of(body.get("transaction_id"))
@@ -143,9 +153,11 @@ async def finalize(request: Request) -> Response:
 
 async def opt_out(request: Request) -> Response:
     ctx = issuer_context(request)
-    tenants, reported_by = caller(request)
-    transaction_id = payment_service.transaction_id_of((await read_body(request)).get("transaction_id"))
-    await payment_service.opt_out(ctx, tenants, transaction_id, reported_by=reported_by)
+    who = caller(request)
+    body = await read_body(request)
+    transaction_id = payment_service.transaction_id_of(body.get("transaction_id"))
+    await payment_service.opt_out(ctx, who.tenants, transaction_id, reported_by=who.reported_by,
+                                  from_page=who.from_page, proof=body.get("opt_out_token"))
     return JSONResponse({"outcome": "opted_out", "transaction_id": transaction_id}, headers=JSON_HEADERS)
 
 

@@ -310,7 +310,7 @@ def _shape(options: dict) -> dict:
     """The response with its random and per-transaction values blanked."""
     blank = json.loads(json.dumps(options))
     for holder, key in ((blank["publicKey"], "challenge"), (blank["secure_payment_confirmation"], "challenge"),
-                        (blank, "fallback_url"), (blank, "transaction_id"), (blank, "expires_at")):
+                        (blank, "fallback_url"), (blank, "transaction_id"), (blank, "expires_at"), (blank, "opt_out_token")):
         holder[key] = "*"
     return blank
 
@@ -396,7 +396,8 @@ def test_storage_unavailable_is_503_with_retry_after_readable_by_the_page(tmp_pa
     # Not entered, so no lifespan: the store is closed and every use of it is StorageUnavailable.
     client = TestClient(issuer.app, base_url=ISSUER_ORIGIN)
     for path, body in (("/transaction/finalize", {"transaction_id": "t", "credential": {}}),
-                       ("/transaction/opt-out", {"transaction_id": "t"})):
+                       ("/transaction/opt-out", {"transaction_id": "t",
+                                                 "opt_out_token": issuer.context.opt_out_tokens.mint("merchant", "t")})):
         response = client.post(path, json=body, headers={"Origin": MERCHANT_ORIGIN})
         assert error(response) == (503, "storage_unavailable")
         assert response.headers["retry-after"] == "1"
@@ -414,8 +415,8 @@ def test_storage_unavailable_is_503_with_retry_after_readable_by_the_page(tmp_pa
 
 def test_opt_out_is_recorded_and_unlinks_the_credentials_for_that_merchant(bank) -> None:
     transaction_id, options = bank.new_transaction(show_opt_out=True)
-    response = bank.client.post("/transaction/opt-out", json={"transaction_id": transaction_id},
-                                headers={"Origin": MERCHANT_ORIGIN})
+    response = bank.client.post("/transaction/opt-out", headers={"Origin": MERCHANT_ORIGIN},
+                                json={"transaction_id": transaction_id, "opt_out_token": options["opt_out_token"]})
     assert response.status_code == 200, response.text
     assert response.json() == {"outcome": "opted_out", "transaction_id": transaction_id}
     assert response.headers["access-control-allow-origin"] == MERCHANT_ORIGIN
@@ -437,10 +438,46 @@ def test_opt_out_is_recorded_and_unlinks_the_credentials_for_that_merchant(bank)
     assert again["secure_payment_confirmation"]["credentialIds"] == [b64url(newer)]
 
 
+def test_h1_an_opt_out_from_a_page_needs_the_opt_out_token_and_a_stranger_learns_nothing(bank) -> None:
+    pending, options = bank.new_transaction(show_opt_out=True)
+    settled, settled_options = bank.new_transaction(show_opt_out=True)
+    assert bank.finalize(settled, spc_assertion(bank.auth, settled_options)).status_code == 200
+    assert options["opt_out_token"] != settled_options["opt_out_token"]
+
+    def opt_out(transaction_id: str, **proof: str):
+        return bank.client.post("/transaction/opt-out", json={"transaction_id": transaction_id, **proof},
+                                headers={"Origin": MERCHANT_ORIGIN})
+
+    # A program sending a merchant's Origin: with no token, a wrong one, or another transaction's, every
+    # transaction id gets the same answer, whether it is pending, settled or unknown.
+    answers = set()
+    for transaction_id in (pending, settled, "no-such-order"):
+        assert error(opt_out(transaction_id)) == (400, "opt_out_token_required")
+        for token in ("A" * 43, settled_options["opt_out_token"] if transaction_id != settled
+                      else options["opt_out_token"], options["opt_out_token"] + "A"):
+            response = opt_out(transaction_id, opt_out_token=token)
+            answers.add((response.status_code, response.text))
+    assert answers == {(404, '{"code":"transaction_not_found","message":"no such transaction for this merchant"}')}
+    assert bank.state(pending) == "pending" and bank.run(bank.issuer.store.list_opt_outs, "alice") == []
+    _, later = bank.new_transaction()
+    assert later["secure_payment_confirmation"]["credentialIds"] == [b64url(bank.credential_id)]
+
+    # The page that was handed initialize's answer can report, and then learns the state.
+    assert opt_out(settled, opt_out_token=settled_options["opt_out_token"]).json()["code"] == \
+        "transaction_already_finalized"
+    assert opt_out(pending, opt_out_token=options["opt_out_token"]).status_code == 200
+    assert bank.state(pending) == "failed"
+    # The merchant's backend needs no token: its API key is the proof.
+    other, _ = bank.new_transaction()
+    assert bank.client.post("/transaction/opt-out", json={"transaction_id": other},
+                            headers={"apiKey": API_KEY}).status_code == 200
+
+
 def test_opt_out_of_another_merchants_transaction_is_not_found(bank) -> None:
-    transaction_id, _ = bank.new_transaction()
+    transaction_id, options = bank.new_transaction()
+    body = {"transaction_id": transaction_id, "opt_out_token": options["opt_out_token"]}
     for headers in ({"apiKey": OTHER_API_KEY}, {"Origin": OTHER_MERCHANT_ORIGIN}):
-        response = bank.client.post("/transaction/opt-out", json={"transaction_id": transaction_id}, headers=headers)
+        response = bank.client.post("/transaction/opt-out", json=body, headers=headers)
         assert error(response) == (404, "transaction_not_found")
     assert error(bank.client.post("/transaction/opt-out", json={"transaction_id": transaction_id},
                                   headers={"Origin": "https://evil.test"})) == (403, "origin_not_allowed")

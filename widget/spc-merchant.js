@@ -77,7 +77,8 @@ async function pay(init, { finalizeUrl, optOutUrl, label = "Total" }) {
     const name = error?.name || "Error";
     const result = { outcome: OUTCOMES[name] ?? "error", code: name, message: error?.message ?? "" };
     if (result.outcome === "opted_out" && optOutUrl) {
-      const reported = await post(optOutUrl, { transaction_id: init.transaction_id });
+      // The token proves this page was handed initialize's answer (an Origin alone proves nothing).
+      const reported = await post(optOutUrl, { transaction_id: init.transaction_id, opt_out_token: init.opt_out_token });
       result.recorded = reported.ok;
       if (!reported.ok) Object.assign(result, { code: reported.code, message: reported.message });
     }
