@@ -473,6 +473,43 @@ def test_h1_an_opt_out_from_a_page_needs_the_opt_out_token_and_a_stranger_learns
                             headers={"apiKey": API_KEY}).status_code == 200
 
 
+def test_h5_finalize_raced_against_opt_out_through_the_app_settles_once(bank) -> None:
+    # One lock order for every multi-row write (spc_embed/storage/store.py): finalize locks the transaction, then
+    # the credential; opt-out only the transaction. Raced through the app, on each backend (on PostgreSQL the old
+    # opposite order was "deadlock detected", a 500): exactly one of the two wins, the other is a clean refusal.
+    rounds = []
+    for _ in range(20):
+        transaction_id, options = bank.new_transaction(show_opt_out=True)
+        rounds.append((transaction_id, options, spc_assertion(bank.auth, options)))
+
+    async def race() -> list[tuple[int, int]]:
+        transport = httpx.ASGITransport(app=bank.issuer.app)
+        async with httpx.AsyncClient(transport=transport, base_url=ISSUER_ORIGIN) as client:
+            outcomes = []
+            for index, (transaction_id, options, assertion) in enumerate(rounds):
+                finalize_call = client.post("/transaction/finalize", headers={"apiKey": API_KEY},
+                                            json={"transaction_id": transaction_id, "credential": assertion})
+                opt_out_call = client.post("/transaction/opt-out", headers={"Origin": MERCHANT_ORIGIN}, json={
+                    "transaction_id": transaction_id, "opt_out_token": options["opt_out_token"]})
+                calls = (finalize_call, opt_out_call) if index % 2 else (opt_out_call, finalize_call)
+                answers = await asyncio.gather(*calls)
+                finalized, opted_out = answers if index % 2 else answers[::-1]
+                for answer in (finalized, opted_out):
+                    assert answer.status_code in (200, 400, 409), answer.text
+                    if answer.status_code != 200:  # too late: the other one has settled it
+                        assert answer.json()["code"] in {"transaction_already_finalized", "transaction_failed",
+                                                         "transaction_not_pending", "challenge_used"}, answer.text
+                outcomes.append((finalized.status_code, opted_out.status_code))
+            return outcomes
+
+    outcomes = asyncio.run(race())
+    for (transaction_id, _, _), (finalized, opted_out) in zip(rounds, outcomes):
+        assert (finalized == 200) != (opted_out == 200), (transaction_id, finalized, opted_out)
+        assert bank.state(transaction_id) == ("succeeded" if finalized == 200 else "failed")
+    opt_outs = bank.run(bank.issuer.store.list_opt_outs, "alice")
+    assert len(opt_outs) == sum(opted_out == 200 for _, opted_out in outcomes)
+
+
 def test_opt_out_of_another_merchants_transaction_is_not_found(bank) -> None:
     transaction_id, options = bank.new_transaction()
     body = {"transaction_id": transaction_id, "opt_out_token": options["opt_out_token"]}
