@@ -6,8 +6,10 @@
 // Nothing here throws for what a browser or a user can do: every function
 // resolves to a plain object. Only programming errors (a mount URL whose
 // origin is not issuerOrigin) throw.
-
-import { base64urlToBuffer, credentialToJSON } from "./webauthn-json.js";
+//
+// One file with no imports: every merchant page loads it, so it carries only
+// what the page needs (base64url and the assertion's JSON), not the iframes'
+// helpers in webauthn-json.js, and costs one request.
 
 const METHOD = "secure-payment-confirmation";
 const FEATURES = ["payment", "publickey-credentials-create", "publickey-credentials-get"];
@@ -21,6 +23,44 @@ const OUTCOMES = {
 };
 
 const unavailable = (reason) => ({ status: "unavailable", reason });
+
+function fromBase64url(value) {
+  if (typeof value !== "string" || !/^[A-Za-z0-9_-]*$/.test(value)) {
+    throw new TypeError("expected an unpadded base64url string");
+  }
+  return Uint8Array.from(atob(value.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+}
+
+function toBase64url(buffer) {
+  let binary = "";
+  for (const byte of ArrayBuffer.isView(buffer)
+    ? new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength) : new Uint8Array(buffer)) {
+    binary += String.fromCharCode(byte);
+  }
+  return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+// Extension outputs may hold binary values: the issuer still needs valid JSON.
+function jsonValue(value) {
+  if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) return toBase64url(value);
+  if (Array.isArray(value)) return value.map(jsonValue);
+  if (value && typeof value === "object") {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, jsonValue(v)]));
+  }
+  return value;
+}
+
+// PaymentResponse.details -> AuthenticationResponseJSON, by hand where the browser has no toJSON().
+function assertionToJSON(credential) {
+  if (typeof credential.toJSON === "function") return credential.toJSON();
+  const r = credential.response;
+  const response = { clientDataJSON: toBase64url(r.clientDataJSON),
+    authenticatorData: toBase64url(r.authenticatorData), signature: toBase64url(r.signature) };
+  if (r.userHandle) response.userHandle = toBase64url(r.userHandle);
+  return { id: credential.id, rawId: toBase64url(credential.rawId), type: credential.type,
+    authenticatorAttachment: credential.authenticatorAttachment ?? undefined, response,
+    clientExtensionResults: jsonValue(credential.getClientExtensionResults()) };
+}
 
 /** {status: "available"} or {status: "unavailable", reason}. */
 export async function availability() {
@@ -69,8 +109,8 @@ async function pay(init, { finalizeUrl, optOutUrl, label = "Total" }) {
   let response;
   try {
     // Exactly what initialize returned; only the binary members are decoded.
-    const data = { ...spc, challenge: base64urlToBuffer(spc.challenge),
-      credentialIds: spc.credentialIds.map(base64urlToBuffer) };
+    const data = { ...spc, challenge: fromBase64url(spc.challenge),
+      credentialIds: spc.credentialIds.map(fromBase64url) };
     const request = new PaymentRequest([{ supportedMethods: METHOD, data }], { total: { label, amount: init.total } });
     response = await request.show();
   } catch (error) {
@@ -86,7 +126,7 @@ async function pay(init, { finalizeUrl, optOutUrl, label = "Total" }) {
   }
   let credential;
   try {
-    credential = credentialToJSON(response.details);
+    credential = assertionToJSON(response.details);
   } catch (error) {
     await response.complete("fail").catch(() => {});
     return { outcome: "error", code: error?.name || "Error", message: error?.message ?? "" };

@@ -38,9 +38,8 @@ _MARKER_PREFIXES = (b"</head", b"</body")
 _MARKER_PREFIX_LEN = 6
 _ATTR_NAME = re.compile(r"[a-z][a-z0-9_.:-]*\Z")
 _NO_BODY_STATUSES = frozenset({204, 304})
-_INSPECTED = frozenset({b"content-type", b"content-encoding", b"content-length", b"etag", b"permissions-policy"})
 
-# Per-response states of _Responder.
+# Per-response states of _Injector.
 _AWAIT_START, _PASS, _STREAM, _HOLD = range(4)
 
 
@@ -79,20 +78,48 @@ class SPCMerchantMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
-        # HEAD still gets the policy header; it has no body to inject into.
-        snippet = None if scope["method"] == "HEAD" else self.snippet
-        await self.app(scope, receive, _Responder(self, send, snippet).send)
+        elif self.snippet is None or scope["method"] == "HEAD":
+            # HEAD still gets the policy header; it has no body to inject into.
+            await self.app(scope, receive, self._policy_sender(send))
+        else:
+            await self.app(scope, receive, _Injector(self, send, self.snippet).send)
 
-    def apply_policy(self, headers: MutableHeaders, app_sent_policy: bool) -> None:
-        if not app_sent_policy:
-            headers.raw.append(self.default_policy_raw)
-            return
-        existing = headers.getlist("permissions-policy")
+    def _policy_sender(self, send: Send) -> Send:
+        # Headers only, the common case: a closure rather than a per-response
+        # object, and one comparison per body message.
+        delegate = self.delegate
+
+        async def send_with_policy(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                delegate(message)
+            await send(message)
+
+        return send_with_policy
+
+    def delegate(self, start: Message) -> dict[bytes, bytes] | None:
+        """Put the policy on an HTML response's start message; return its headers, or None if left alone."""
+        status = start["status"]
+        if status < 200 or status in _NO_BODY_STATUSES:
+            return None
+        raw = start.get("headers", ())
+        if type(raw) is not list:
+            raw = list(raw)  # any iterable of pairs, per ASGI
+        # ASGI header names are lowercase. Of repeated names the last wins here,
+        # which is all the checks below need.
+        headers = dict(raw)
+        if not _is_html(headers.get(b"content-type")):
+            return None
+        if b"permissions-policy" not in headers:
+            # A new list: the app may send the same Response object again.
+            start["headers"] = [*raw, self.default_policy_raw]
+            return headers
+        start["headers"] = raw
+        mutable = MutableHeaders(scope=start)
         # Several header lines form one comma-joined field (RFC 9110 §5.3).
-        merged = self._merged_policy(", ".join(existing))
+        merged = self._merged_policy(", ".join(mutable.getlist("permissions-policy")))
         if merged is not None:
-            headers["Permissions-Policy"] = merged
+            mutable["Permissions-Policy"] = merged
+        return headers
 
     def _merge_policy(self, existing: str) -> str | None:
         try:
@@ -137,19 +164,24 @@ def script_tag(script_url: str, attrs: Mapping[str, str | bool]) -> bytes:
     return tag.encode("ascii")
 
 
+@functools.lru_cache(maxsize=64)
 def _is_html(content_type: bytes | None) -> bool:
+    # Cached: an app sends a handful of distinct Content-Type values.
     return content_type is not None and content_type.partition(b";")[0].strip().lower() == b"text/html"
 
 
-def _is_encoded(content_encoding: bytes | None) -> bool:
-    return content_encoding is not None and content_encoding.strip().lower() not in (b"", b"identity")
+def _is_encoded(content_encoding: bytes) -> bool:
+    return content_encoding.strip().lower() not in (b"", b"identity")
 
 
-def _weaken_etag(headers: MutableHeaders, etag: bytes | None) -> None:
-    # The page may change: a strong ETag would let If-Range splice byte ranges
-    # of the unmodified page into the modified one (nginx's sub_filter does the same).
-    if etag is not None and not etag.startswith(b"W/"):
-        headers["etag"] = "W/" + etag.decode("latin-1")
+def _set_header(start: Message, name: bytes, value: bytes) -> None:
+    # The start message's headers are a list of our own by now (see delegate()).
+    headers = start["headers"]
+    index = 0
+    for key, _ in headers:
+        if key == name:
+            headers[index] = (name, value)
+        index += 1
 
 
 def _partial_marker_len(data: bytes) -> int:
@@ -169,74 +201,70 @@ def _insert(data: bytes, at: int, snippet: bytes) -> bytes:
         return b"".join((view[:at], snippet, view[at:]))
 
 
-class _Responder:
-    """State of one response, so that the middleware instance holds none."""
+class _Injector:
+    """State of one response whose body may be rewritten, so that the middleware instance holds none."""
 
     __slots__ = ("middleware", "downstream", "snippet", "state", "start", "content_length", "pending")
 
-    def __init__(self, middleware: SPCMerchantMiddleware, downstream: Send, snippet: bytes | None) -> None:
+    def __init__(self, middleware: SPCMerchantMiddleware, downstream: Send, snippet: bytes) -> None:
         self.middleware = middleware
         self.downstream = downstream
         self.snippet = snippet
         self.state = _AWAIT_START
-        self.start: Message = {}
-        self.content_length = 0
         # _STREAM: the tail that may start a marker; _HOLD: the body held back so far.
         self.pending = b""
+        # `start` (the held http.response.start) and `content_length` are set by hold().
 
     async def send(self, message: Message) -> None:
         if self.state == _PASS:
             await self.downstream(message)
         elif message["type"] == "http.response.start":
-            await self.on_start(message)
+            if not self.hold(message):
+                await self.downstream(message)
         elif message["type"] != "http.response.body":
             # pathsend, trailers, extensions: nothing we can rewrite.
             await self.release()
             await self.downstream(message)
-        elif self.state == _STREAM:
-            await self.on_streamed_body(message)
-        else:
+        elif self.state == _HOLD:
             await self.on_held_body(message)
+        else:
+            await self.on_streamed_body(message)
 
-    async def on_start(self, message: Message) -> None:
+    def hold(self, message: Message) -> bool:
+        """Prepare to rewrite the body; True if the start message is held back until the marker is found."""
         self.state = _PASS
-        status = message["status"]
-        message.setdefault("headers", [])
-        headers = MutableHeaders(scope=message)
-        # One pass over the raw headers (ASGI names are lowercase): Headers.get()
-        # raises and catches a KeyError for every absent name.
-        seen = {name: value for name, value in headers.raw if name in _INSPECTED}
-        if status < 200 or status in _NO_BODY_STATUSES or not _is_html(seen.get(b"content-type")):
-            await self.downstream(message)
-            return
-        self.middleware.apply_policy(headers, app_sent_policy=b"permissions-policy" in seen)
+        headers = self.middleware.delegate(message)
+        if headers is None:
+            return False
+        encoding = headers.get(b"content-encoding")
         # 206 carries a byte range of the page: inserting bytes would corrupt it.
-        if self.snippet is None or status == 206 or _is_encoded(seen.get(b"content-encoding")):
-            await self.downstream(message)
-            return
-        length = seen.get(b"content-length")
-        if length is not None and not length.isdigit():
-            await self.downstream(message)
-            return
-        _weaken_etag(headers, seen.get(b"etag"))
+        if message["status"] == 206 or (encoding is not None and _is_encoded(encoding)):
+            return False
+        length = headers.get(b"content-length")
+        etag = headers.get(b"etag")
         if length is None:
             # Chunked: send headers now and scan the chunks as they stream past.
             self.state = _STREAM
-            await self.downstream(message)
-        else:
+        elif length.isdigit():
             # The new Content-Length depends on finding the marker: hold the
             # headers until it is found or max_scan_bytes have gone by.
             self.state = _HOLD
             self.start = message
             self.content_length = int(length)
+        else:
+            return False
+        if etag is not None and not etag.startswith(b"W/"):
+            # The page may change: a strong ETag would let If-Range splice byte ranges
+            # of the unmodified page into the modified one (nginx's sub_filter does the same).
+            _set_header(message, b"etag", b"W/" + etag)
+        return self.state == _HOLD
 
     async def on_streamed_body(self, message: Message) -> None:
-        snippet = self.snippet or b""
         data = self.pending + message.get("body", b"") if self.pending else message.get("body", b"")
         self.pending = b""
         match = _MARKER.search(data)
         if match is not None:
-            data = _insert(data, match.start(), snippet)
+            data = _insert(data, match.start(), self.snippet)
             self.state = _PASS
         elif message.get("more_body", False):
             keep = _partial_marker_len(data)
@@ -248,24 +276,32 @@ class _Responder:
         await self.downstream(message)
 
     async def on_held_body(self, message: Message) -> None:
-        snippet = self.snippet or b""
-        # Rescan the held tail: a marker may straddle the previous chunk.
-        resume = max(0, len(self.pending) - _MARKER_PREFIX_LEN)
+        pending = self.pending
         body = message.get("body", b"")
-        data = self.pending + body if self.pending else body
         more_body = message.get("more_body", False)
-        match = _MARKER.search(data, resume)
+        if pending:
+            data = pending + body
+            # Rescan the held tail: a marker may straddle the previous chunk.
+            match = _MARKER.search(data, max(0, len(pending) - _MARKER_PREFIX_LEN))
+        else:
+            data = body
+            match = _MARKER.search(data)
+        start = self.start
         if match is not None:
-            data = _insert(data, match.start(), snippet)
-            MutableHeaders(scope=self.start)["content-length"] = str(self.content_length + len(snippet))
+            snippet = self.snippet
+            at = match.start()
+            # One copy of the page: the tail goes in as a memoryview slice.
+            data = b"".join((data[:at], snippet, memoryview(data)[at:]))
+            _set_header(start, b"content-length", b"%d" % (self.content_length + len(snippet)))
         elif more_body and len(data) < self.middleware.max_scan_bytes:
             self.pending = data
             return
         # Found, or past the head area / end of body: send the page unchanged from here on.
         self.pending = b""
         self.state = _PASS
-        await self.downstream(self.start)
-        await self.downstream({"type": "http.response.body", "body": data, "more_body": more_body})
+        await self.downstream(start)
+        message["body"] = data
+        await self.downstream(message)
 
     async def release(self) -> None:
         """Send what is held back, unchanged, and stop rewriting."""
