@@ -115,7 +115,7 @@ async function enrol() {
 
 
 async function start() {
-  reportHeight(root, target);
+  reportHeight(target);
   if (config.error) {
     const outcome = SERVER_OUTCOMES.has(config.error.code) ? config.error.code : "invalid_token";
     report(outcome, { code: config.error.code });

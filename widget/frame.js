@@ -23,12 +23,14 @@ export function parentOrigin(named, { reportedToo = true } = {}) {
  * {source: "spc-embed", type: "resize", height} to `targetOrigin` only, so
  * spc-merchant.js can size the iframe to fit: nothing is cut off, nothing scrolls.
  */
-export function reportHeight(content, targetOrigin) {
+export function reportHeight(targetOrigin) {
   if (window.parent === window || !targetOrigin) return;
+  // The root element's box: everything the page holds, margins included, whatever a template adds
+  // (its height is the content's, not the viewport's, so the frame can shrink as well as grow).
+  const content = document.documentElement;
   let reported = 0;
   const send = () => {
-    // The content's bottom edge in the document: its margins and padding included, the viewport not.
-    const height = Math.ceil(content.getBoundingClientRect().bottom + window.scrollY);
+    const height = Math.ceil(content.getBoundingClientRect().height);
     if (height === reported) return;
     reported = height;
     window.parent.postMessage({ source: "spc-embed", type: "resize", height }, targetOrigin);

@@ -97,7 +97,7 @@ async function confirm() {
 
 
 async function start() {
-  reportHeight(root, target);
+  reportHeight(target);
   if (config.error) {
     report("failed", { code: config.error.code });
     return;

@@ -167,7 +167,18 @@ async function stepUp({ offerEnrolment }) {
     const listener = (event) => {
       // Only the bank, only from this frame.
       if (event.origin !== config.bankOrigin || event.source !== frame.contentWindow) return;
-      if (event.data?.source !== "demo-bank" || event.data.type !== "step-up") return;
+      if (event.data?.source !== "demo-bank") return;
+      if (event.data.type === "resize") {
+        // The bank's page says how tall it is: fit the frame to it (bounded), so nothing is cut off.
+        const height = Number(event.data.height);
+        // content-box: the height is the document's, whatever border the page's CSS gives frames.
+        if (Number.isFinite(height)) {
+          frame.style.boxSizing = "content-box";
+          frame.style.height = `${Math.min(Math.max(Math.ceil(height), 100), 2000)}px`;
+        }
+        return;
+      }
+      if (event.data.type !== "step-up") return;
       window.removeEventListener("message", listener);
       resolve(event.data.outcome);
     };

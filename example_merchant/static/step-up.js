@@ -13,3 +13,16 @@ if (report.outcome !== "pending" && window.parent !== window) {
   const { targetOrigin, ...message } = report;
   window.parent.postMessage(message, targetOrigin);
 }
+
+// The page's height, to the shop only, whenever it changes: the shop sizes the frame to fit it.
+if (window.parent !== window) {
+  // The root element's box: the body and the margins of what it holds (the viewport plays no part).
+  const content = document.documentElement;
+  let reported = 0;
+  new ResizeObserver(() => {
+    const height = Math.ceil(content.getBoundingClientRect().height);
+    if (height === reported) return;
+    reported = height;
+    window.parent.postMessage({ source: "demo-bank", type: "resize", height }, report.targetOrigin);
+  }).observe(content);
+}
