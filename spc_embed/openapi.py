@@ -96,6 +96,10 @@ SCHEMAS: dict[str, Any] = {
             "transaction_id": {"type": "string", "maxLength": 128, "description": "Unique per merchant"},
             "transaction_data": _ref("TransactionData"),
             "show_opt_out": {"type": "boolean", "default": False},
+            "locale": {"type": "string", "maxLength": 35, "pattern": "^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8}){0,4}$",
+                       "description": "The cardholder's language (a language tag such as \"de\" or \"fr-CH\"), "
+                                      "for the fallback frame; without it, or without a catalog for it, the "
+                                      "frame follows the browser's Accept-Language, else the issuer's default"},
         },
     },
     "PublicKeyCredentialRequestOptionsJSON": {

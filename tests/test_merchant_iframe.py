@@ -20,24 +20,43 @@ ALLOW = (
 
 
 def test_renders_allow_for_the_src_origin() -> None:
-    assert str(issuer_iframe("https://issuer.test/spc/frame")) == (
-        f'<iframe src="https://issuer.test/spc/frame" allow="{ALLOW}" title="Card verification" '
+    assert str(issuer_iframe("https://issuer.test/spc/enroll")) == (
+        f'<iframe src="https://issuer.test/spc/enroll" allow="{ALLOW}" title="Set up faster checkout with your bank" '
         'width="100%" height="360"></iframe>'
     )
 
 
 def test_optional_attributes_and_port_in_origin() -> None:
     markup = issuer_iframe(
-        "https://issuer.test:9443/frame", features=["payment"], width=400, height=300, id="spc", css_class="frame wide"
+        "https://issuer.test:9443/enroll", features=["payment"], width=400, height=300, id="spc", css_class="frame wide"
     )
     assert markup == (
-        '<iframe src="https://issuer.test:9443/frame" allow="payment https://issuer.test:9443" '
-        'title="Card verification" width="400" height="300" id="spc" class="frame wide"></iframe>'
+        '<iframe src="https://issuer.test:9443/enroll" allow="payment https://issuer.test:9443" '
+        'title="Set up faster checkout with your bank" width="400" height="300" id="spc" class="frame wide"></iframe>'
     )
+
+
+def test_the_default_title_says_what_the_frame_is_for() -> None:
+    assert 'title="Set up faster checkout with your bank"' in issuer_iframe("https://issuer.test/spc/enroll?token=t")
+    assert 'title="Confirm your payment with your bank"' in issuer_iframe("https://issuer.test/spc/pay?handle=h")
+    assert 'title="Confirm your payment with your bank"' in issuer_iframe("https://issuer.test/x", purpose="payment")
+    assert 'title="Zahlung bestätigen"' in issuer_iframe("https://issuer.test/spc/pay", title="Zahlung bestätigen")
+
+
+@pytest.mark.parametrize("title", ["", "   "])
+def test_an_empty_title_is_refused(title: str) -> None:
+    with pytest.raises(ValueError, match="an empty title names nothing"):
+        issuer_iframe("https://issuer.test/spc/enroll?token=t", title=title)
+
+
+def test_a_frame_of_unknown_purpose_needs_a_title() -> None:
+    with pytest.raises(ValueError, match="say what this frame is for"):
+        issuer_iframe("https://issuer.test/elsewhere")
+    assert 'title="Card"' in issuer_iframe("https://issuer.test/elsewhere", title="Card")
 
 
 def test_explicit_issuer_origin_is_used_for_allow() -> None:
-    markup = issuer_iframe("https://cdn.issuer.test/frame", issuer_origin="https://issuer.test", features=["payment"])
+    markup = issuer_iframe("https://cdn.issuer.test/enroll", issuer_origin="https://issuer.test", features=["payment"])
     assert 'allow="payment https://issuer.test"' in markup
 
 
@@ -55,7 +74,7 @@ def parsed_attributes(markup: str) -> dict[str, str | None]:
 
 
 def test_every_attribute_is_escaped() -> None:
-    src = 'https://issuer.test/frame?q="><script>alert(1)</script>&x=1'
+    src = 'https://issuer.test/enroll?q="><script>alert(1)</script>&x=1'
     markup = issuer_iframe(src, title="<script>alert(2)</script>", id='a" onload="b', css_class="<c>")
     assert "<script>" not in markup
     assert 'title="&lt;script&gt;alert(2)&lt;/script&gt;"' in markup
@@ -71,12 +90,12 @@ def test_every_attribute_is_escaped() -> None:
 
 
 def test_never_sandboxed() -> None:
-    attributes = parsed_attributes(issuer_iframe("https://issuer.test/frame", id="sandbox", css_class="sandbox"))
+    attributes = parsed_attributes(issuer_iframe("https://issuer.test/enroll", id="sandbox", css_class="sandbox"))
     assert "sandbox" not in attributes
     assert attributes["allow"] == ALLOW
 
 
-@pytest.mark.parametrize("src", ["http://localhost:8000/frame", "http://issuer.localhost:8001/frame"])
+@pytest.mark.parametrize("src", ["http://localhost:8000/enroll", "http://issuer.localhost:8001/enroll"])
 def test_local_http_is_allowed_for_development(src: str) -> None:
     origin = src.rsplit("/", 1)[0]
     assert f'allow="payment {origin};' in issuer_iframe(src)
@@ -85,14 +104,14 @@ def test_local_http_is_allowed_for_development(src: str) -> None:
 @pytest.mark.parametrize(
     "src",
     [
-        "http://issuer.test/frame",
+        "http://issuer.test/enroll",
         "javascript:alert(1)",
         "data:text/html,<p>x</p>",
-        "/relative/frame",
-        "//issuer.test/frame",
-        " https://issuer.test/frame",
-        "https://user:pw@issuer.test/frame",
-        "https://issuer.test\n/frame",
+        "/relative/enroll",
+        "//issuer.test/enroll",
+        " https://issuer.test/enroll",
+        "https://user:pw@issuer.test/enroll",
+        "https://issuer.test\n/enroll",
     ],
 )
 def test_insecure_or_odd_src_raises(src: str) -> None:
@@ -103,7 +122,7 @@ def test_insecure_or_odd_src_raises(src: str) -> None:
 @pytest.mark.parametrize("origin", ["https://issuer.test/", "issuer.test", "http://issuer.test"])
 def test_invalid_issuer_origin_raises(origin: str) -> None:
     with pytest.raises(ValueError):
-        issuer_iframe("https://issuer.test/frame", issuer_origin=origin)
+        issuer_iframe("https://issuer.test/enroll", issuer_origin=origin)
 
 
 def test_jinja_global_in_starlette_templates_is_not_double_escaped() -> None:
@@ -116,12 +135,12 @@ def test_jinja_global_in_starlette_templates_is_not_double_escaped() -> None:
 
     async def page(request: Request) -> Response:
         return templates.TemplateResponse(
-            request, "page.html", {"src": "https://issuer.test/frame?a=1&b=2", "title": "Tom & Jerry's <card>"}
+            request, "page.html", {"src": "https://issuer.test/enroll?a=1&b=2", "title": "Tom & Jerry's <card>"}
         )
 
     text = TestClient(Starlette(routes=[Route("/", page)])).get("/").text
     assert text == (
-        '<main><iframe src="https://issuer.test/frame?a=1&amp;b=2" allow="payment https://issuer.test" '
+        '<main><iframe src="https://issuer.test/enroll?a=1&amp;b=2" allow="payment https://issuer.test" '
         'title="Tom &amp; Jerry&#39;s &lt;card&gt;" width="100%" height="360"></iframe></main>'
     )
 
@@ -129,6 +148,6 @@ def test_jinja_global_in_starlette_templates_is_not_double_escaped() -> None:
 def test_jinja_global_custom_name() -> None:
     env = jinja2.Environment(autoescape=True)
     install_jinja_globals(env, name="issuer_frame")
-    assert env.from_string("{{ issuer_frame('https://issuer.test/f') }}").render().startswith(
+    assert env.from_string("{{ issuer_frame('https://issuer.test/f', purpose='payment') }}").render().startswith(
         '<iframe src="https://issuer.test/f"'
     )

@@ -157,26 +157,47 @@ export async function confirmPayment(init, options = {}) {
   return result;
 }
 
-function mount(type, container, url, { issuerOrigin, title = "Card verification", width = "100%",
+// Each frame's purpose, for screen readers' list of frames (override with `title`).
+const TITLES = { enrollment: "Set up faster checkout with your bank", payment: "Confirm your payment with your bank" };
+
+// Follow the messages of `iframe` from exactly `origin` (docs/security.md W3) while it is in the page:
+// its height reports fit it to its content (nothing cut off, nothing to scroll), within bounds; the
+// rest go to `report`.
+function follow(iframe, origin, report) {
+  const listener = ({ origin: from, source, data }) => {
+    if (!iframe.isConnected) return window.removeEventListener("message", listener);
+    if (from !== origin || source !== iframe.contentWindow || data?.source !== "spc-embed") return;
+    if (data.type !== "resize") return report(data);
+    if (Number.isFinite(data.height)) {
+      Object.assign(iframe.style, { boxSizing: "content-box",
+        height: `${Math.min(Math.max(Math.ceil(data.height), 80), 2000)}px` });
+    }
+  };
+  window.addEventListener("message", listener);
+}
+
+/** Fit an issuer iframe the page made itself (issuer_iframe() in a template) to its content. */
+export const fitIssuerFrame = (iframe) => follow(iframe, new URL(iframe.src).origin, () => {});
+
+function mount(type, container, url, { issuerOrigin, title = TITLES[type], width = "100%",
   height = "360", onMessage } = {}) {
   const origin = new URL(url, location.href).origin;
   if (issuerOrigin !== undefined && issuerOrigin !== origin) {
     throw new TypeError(`issuerOrigin ${issuerOrigin} is not the origin of the iframe URL (${origin})`);
   }
+  if (typeof title !== "string" || !title.trim()) throw new TypeError("title must say what the frame is for");
   const iframe = document.createElement("iframe");
   // The page's Permissions-Policy header must delegate the same features (no sandbox: it would break WebAuthn).
   iframe.allow = FEATURES.map((feature) => `${feature} ${origin}`).join("; ");
   Object.assign(iframe, { src: url, title, width, height });
   return new Promise((resolve) => {
-    const listener = (event) => {
-      // Only our frame, at exactly the issuer origin, speaks for the issuer (docs/security.md W3).
-      if (event.origin !== origin || event.source !== iframe.contentWindow) return;
-      if (event.data?.source !== "spc-embed" || event.data.type !== type) return;
-      if (!onMessage) window.removeEventListener("message", listener);
-      onMessage?.(event.data);
-      resolve(event.data);
-    };
-    window.addEventListener("message", listener);
+    let first = true;
+    follow(iframe, origin, (data) => {
+      if (data.type !== type || !(first || onMessage)) return;
+      first = false;
+      onMessage?.(data);
+      resolve(data);
+    });
     container.append(iframe);
   });
 }

@@ -83,6 +83,7 @@ FAKE_SENDER = """<!doctype html>
 <script type="module">
 parent.postMessage({source: "spc-embed", type: "enrollment", outcome: "enrolled", credentialId: "forged"}, "*");
 parent.postMessage({source: "spc-embed", type: "payment", outcome: "confirmed", token: "forged"}, "*");
+parent.postMessage({source: "spc-embed", type: "resize", height: 1500}, "*");
 document.title = "sent";
 </script>
 """
@@ -141,7 +142,7 @@ class Sites:
 
 
 @contextmanager
-def serve_sites(ca: TestCA, database: Path) -> Iterator[Sites]:
+def serve_sites(ca: TestCA, database: Path, *, locale_directories: tuple[Path, ...] = ()) -> Iterator[Sites]:
     with (
         ServedApp.reserve("issuer.test", ca) as issuer_site,
         ServedApp.reserve("merchant.test", ca) as merchant_site,
@@ -149,7 +150,7 @@ def serve_sites(ca: TestCA, database: Path) -> Iterator[Sites]:
     ):
         issuer = make_issuer(
             database, mount_path=MOUNT, issuer_origin=issuer_site.origin, merchant_origin=merchant_site.origin,
-            other_merchant_origin=shop_site.origin,
+            other_merchant_origin=shop_site.origin, locale_directories=locale_directories,
         )
         issuer_api = f"https://localhost:{issuer_site.port}{MOUNT}"
         issuer_site.start(Starlette(routes=[Mount(MOUNT, app=issuer.app)], lifespan=issuer.lifespan))

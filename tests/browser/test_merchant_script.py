@@ -63,7 +63,14 @@ def test_mounted_iframe_delegates_to_the_issuer_only(page: Page, sites: Sites) -
     )
     assert iframe.get_attribute("sandbox") is None
     assert iframe.get_attribute("src") == url
-    assert iframe.get_attribute("title") == "Card verification"
+    # Named for what it is for, as screen readers list frames; a title that says nothing is refused.
+    assert iframe.get_attribute("title") == "Set up faster checkout with your bank"
+    for title in ("", "  ", None):
+        refused = page.evaluate("""([url, title]) => {
+          try { window.spc.mountFallback(document.createElement("div"), url, {title}); return null; }
+          catch (error) { return error.name; }
+        }""", [url, title])
+        assert refused == "TypeError", title
     # An issuerOrigin that is not the URL's own origin is a programming error, caught at once.
     for wrong in (origin + "/", origin.replace("https:", "http:"), sites.merchant):
         error = page.evaluate(
@@ -75,6 +82,14 @@ def test_mounted_iframe_delegates_to_the_issuer_only(page: Page, sites: Sites) -
         )
         assert error == "TypeError", wrong
     assert page.locator("iframe").count() == 1
+    # The fallback frame's own default title.
+    page.evaluate("""(url) => {
+      const slot = document.createElement("div");
+      slot.id = "fallback-slot";
+      document.body.append(slot);
+      window.spc.mountFallback(slot, url);
+    }""", url)
+    assert page.locator("#fallback-slot iframe").get_attribute("title") == "Confirm your payment with your bank"
 
 
 def test_messages_not_from_the_mounted_iframe_are_ignored(context: BrowserContext, page: Page,
@@ -140,3 +155,50 @@ def test_enrolment_through_mount_enrollment(context: BrowserContext, page: Page,
     message = page.evaluate("() => window.frameResult")
     assert message["source"] == "spc-embed" and message["type"] == "enrollment"
     assert message["outcome"] == "enrolled" and message["credentialId"]
+
+
+def frame_box(page: Page) -> dict[str, float]:
+    """The mounted iframe's inner height (its borders aside), and its document's own height inside it."""
+    outer = page.locator("#spc-slot iframe").evaluate("(iframe) => iframe.clientHeight")
+    frame = page.wait_for_selector("#spc-slot iframe").content_frame()
+    assert frame is not None
+    inner = frame.evaluate("() => document.documentElement.getBoundingClientRect().height")
+    return {"iframe": outer, "document": inner}
+
+
+def test_the_frame_fits_its_content_and_only_its_own_reports_count(context: BrowserContext, page: Page,
+                                                                  sites: Sites) -> None:
+    add_virtual_authenticator(context, page)
+    page.set_viewport_size({"width": 320, "height": 700})
+    open_checkout(page, sites)
+    url, _ = enrollment_url(sites, user_id=unique("cardholder"))  # type: ignore[arg-type]
+    mount_frame(page, "enrollment", url)
+    page.frame_locator("#spc-slot iframe").locator("#spc-enroll-button:enabled").wait_for()
+    page.wait_for_timeout(200)
+    narrow = frame_box(page)
+    assert abs(narrow["iframe"] - narrow["document"]) <= 1, narrow  # fits: no scrolling, nothing cut off
+    assert narrow["iframe"] > 360  # taller than the mount's default height: it grew to its content
+
+    page.set_viewport_size({"width": 1280, "height": 700})
+    page.wait_for_timeout(200)
+    wide = frame_box(page)
+    assert abs(wide["iframe"] - wide["document"]) <= 1 and wide["iframe"] < narrow["iframe"], (wide, narrow)
+
+    # Reports from anyone else change nothing: the page itself, another site's frame, another issuer frame.
+    forged = {"source": "spc-embed", "type": "resize", "height": 1500}
+    page.evaluate("(data) => { window.postMessage(data, '*'); }", forged)
+    page.evaluate("(src) => { const f = document.createElement('iframe'); f.src = src; document.body.append(f); }",
+                  sites.shop + "/fake-sender")
+    page.evaluate("(src) => { const f = document.createElement('iframe'); f.src = src; document.body.append(f); }",
+                  url[:-4] + ("AAAA" if not url.endswith("AAAA") else "BBBB"))
+    page.wait_for_function("() => document.querySelectorAll('body > iframe').length === 2")
+    page.wait_for_timeout(500)
+    assert frame_box(page)["iframe"] == wide["iframe"]
+
+    # The issuer's own frame is held to bounds, and to numbers.
+    frame = page.wait_for_selector("#spc-slot iframe").content_frame()
+    assert frame is not None
+    for height, expected in ((10**9, 2000), (-5, 80), ("900", 80)):
+        frame.evaluate("(height) => parent.postMessage({source: 'spc-embed', type: 'resize', height}, '*')", height)
+        page.wait_for_timeout(100)
+        assert frame_box(page)["iframe"] == expected, height
