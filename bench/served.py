@@ -404,10 +404,16 @@ class Result:
     retried: bool = False
     lock_wait_s: float = 0.0
     other_share: float | None = None
+    server_cpu_s: float | None = None  # CPU time of the server's processes (master and workers) during the run
 
     @property
     def rps(self) -> float:
         return self.requests / self.duration_s if self.duration_s else 0.0
+
+    @property
+    def cpu_us(self) -> float | None:
+        """Server CPU per request, µs: what a request costs, whatever else shares the machine."""
+        return self.server_cpu_s * 1e6 / self.requests if self.server_cpu_s is not None and self.requests else None
 
     @property
     def non_2xx(self) -> int:
@@ -470,8 +476,23 @@ def wait_for_free_lock(timeout: float = LOCK_WAIT_S) -> float:
     return time.monotonic() - started
 
 
+def group_cpu_seconds(group: int) -> float:
+    """User and system CPU time of every live process in one process group (a server and its workers)."""
+    total = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as handle:
+                    stat = handle.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[2]) == group:
+                total += int(stat[11]) + int(stat[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def run_wrk(processes: Processes, result: Result, url: str, lua_args: Sequence[str], *, duration: int,
-            headers: dict[str, str], logs: Path, monitor: CpuMonitor) -> Result:
+            headers: dict[str, str], logs: Path, monitor: CpuMonitor, server: Server | None = None) -> Result:
     """One wrk run under the shared lock; fills ``result`` from the script's done() line."""
     threads = min(WRK_THREADS, result.connections)
     # The shell prints when the lock was taken, so time spent waiting for someone else's benchmark shows.
@@ -482,6 +503,8 @@ def run_wrk(processes: Processes, result: Result, url: str, lua_args: Sequence[s
     if lock_is_busy():
         print(f"    waiting for {LOCK} (another benchmark is running) ...", flush=True)
     asked = time.time()
+    # Counted from before the lock is taken: a server idle while waiting adds (almost) nothing.
+    cpu_before = group_cpu_seconds(server.process.pid) if server is not None else None
     process = processes.start(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = process.communicate(timeout=LOCK_WAIT_S + duration + 120)
@@ -501,6 +524,8 @@ def run_wrk(processes: Processes, result: Result, url: str, lua_args: Sequence[s
     result.other_share = monitor.other_share(asked + result.lock_wait_s + 0.5, finished)
     if result.lock_wait_s > 1:
         print(f"    (waited {result.lock_wait_s:.0f} s for {LOCK})", flush=True)
+    if server is not None and cpu_before is not None:
+        result.server_cpu_s = group_cpu_seconds(server.process.pid) - cpu_before
     values = dict(part.split("=", 1) for part in match.group(1).split())
     result.requests = int(values["requests"])
     result.duration_s = int(values["duration_us"]) / 1e6
@@ -521,7 +546,7 @@ def run_wrk(processes: Processes, result: Result, url: str, lua_args: Sequence[s
 # The benchmark
 
 
-TRANSACTION_DATA = {"amount": "100.00", "currency": "EUR", "payee_name": "Bench Shop",
+TRANSACTION_DATA = {"amount": "100.00", "currency": "EUR", "payee_name": "Test Merchant",
                     "payee_origin": "https://merchant.test", "order": "B-1"}
 
 
@@ -656,7 +681,8 @@ class Bench:
         ratio = f"  {result.rps / result.reference_rps:.3f}x the reference so far" if result.reference_rps else ""
         print(f"  {result.endpoint + result.note:<26} w{result.workers} c{result.connections:<3} "
               f"{result.rps:>8,.0f} req/s  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:7.2f} ms  "
-              f"non-2xx {result.non_2xx}  other load {result.other_load()}{ratio}", flush=True)
+              f"non-2xx {result.non_2xx}  other load {result.other_load()}{ratio}"
+              + (f"  server CPU {result.cpu_us:,.0f} µs/request" if result.cpu_us else ""), flush=True)
         for line in result.problems():
             print(f"  !!! {result.endpoint} at {result.connections} connections: {line}", flush=True)
         return result
@@ -668,7 +694,7 @@ class Bench:
                                                 * WARM_REQUESTS))
         lua = [method, "static", *([str(body_file)] if body_file else [])]
         result = run_wrk(self.processes, Result(name, 1, connections, note=note), server.base_url + path, lua,
-                         duration=self.args.duration, headers={}, logs=self.logs, monitor=self.monitor)
+                         duration=self.args.duration, headers={}, logs=self.logs, monitor=self.monitor, server=server)
         return self.report(result)
 
     def reference_rps(self, connections: int) -> float | None:
@@ -692,7 +718,8 @@ class Bench:
         result = run_wrk(self.processes, Result("initialize", issuer.workers, connections),
                          issuer.server.base_url + "/transaction/initialize",
                          ["POST", "unique", str(template), self.unique("i")], duration=self.args.duration,
-                         headers={"apiKey": self.api_key}, logs=self.logs, monitor=self.monitor)
+                         headers={"apiKey": self.api_key}, logs=self.logs, monitor=self.monitor,
+                         server=issuer.server)
         return self.report(result)
 
     def finalize_bodies(self, issuer: IssuerServer, count: int) -> list[str]:
@@ -757,7 +784,8 @@ class Bench:
             (directory / f"{thread}.txt").write_text("\n".join(bodies[thread::threads]) + "\n")
         result = run_wrk(self.processes, Result("finalize", issuer.workers, connections),
                          issuer.server.base_url + "/transaction/finalize", ["POST", "list", str(directory)],
-                         duration=self.args.duration, headers={"apiKey": self.api_key}, logs=self.logs, monitor=self.monitor)
+                         duration=self.args.duration, headers={"apiKey": self.api_key}, logs=self.logs,
+                         monitor=self.monitor, server=issuer.server)
         result.bodies = len(bodies)
         shutil.rmtree(directory)
         return result
@@ -767,7 +795,8 @@ class Bench:
     def table(self) -> str:
         multi = len(self.args.workers) > 1
         head = ["endpoint", "workers", "connections", "requests/s", "p50 ms", "p99 ms", "non-2xx",
-                "vs reference"] + (["vs 1 worker"] if multi else []) + ["other load"]
+                "vs reference"] + (["vs 1 worker"] if multi else []) + ["server CPU µs/request", "CPU vs reference",
+                                                                          "other load"]
         rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         names = {"hello": 'Starlette "hello" (for scale)',
                  "reference": "reference: Starlette + py_webauthn verify, no database",
@@ -781,6 +810,12 @@ class Bench:
                      f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}", errors, ratio]
             if multi:
                 cells.append(f"{r.rps / r.one_worker_rps:.2f}" if r.one_worker_rps else "")
+            # The cheapest reference request at this connection count against this one: like "vs reference",
+            # but from CPU time, which other processes on the machine do not change much.
+            reference_cpu = min((x.cpu_us for x in self.results if x.endpoint == "reference"
+                                 and x.connections == r.connections and x.cpu_us), default=None)
+            cells.append(f"{r.cpu_us:,.0f}" if r.cpu_us else "?")
+            cells.append(f"{reference_cpu / r.cpu_us:.3f}" if reference_cpu and r.cpu_us else "")
             cells.append(r.other_load())
             rows.append("| " + " | ".join(cells) + " |")
         return "\n".join(rows)
@@ -892,7 +927,10 @@ def main() -> int:
               f"(of which {sum(r.lock_wait_s for r in bench.results) + bench.prep_lock_wait_s:.0f} s waiting for "
               f"other benchmarks)\n")
         print(bench.table())
-        print(f"\nvs reference: against the faster of the two reference runs at that connection count. other load: "
+        print(f"\nvs reference: against the faster of the two reference runs at that connection count. server CPU: "
+              f"user and system time of the server's processes (all workers) per request; CPU vs reference: the "
+              f"cheapest reference request's CPU over this one's (the PostgreSQL server's own CPU is not in it). "
+              f"other load: "
               f"CPU that processes this run did not start took during the wrk run, as a share of the machine"
               + (" (the PostgreSQL server's counted as ours)" if args.database == "postgresql" else "")
               + (f"; finalize bodies spread over {args.cardholders} cardholders" if args.cardholders > 1 else "")
