@@ -26,7 +26,7 @@ from factories import API_KEY, make_issuer  # noqa: E402
 from payment_helpers import enroll, spc_assertion  # noqa: E402
 from softauthn import SoftAuthenticator  # noqa: E402
 
-TRANSACTION = {"amount": "100.00", "currency": "EUR", "payee_name": "Bench Shop",
+TRANSACTION = {"amount": "100.00", "currency": "EUR", "payee_name": "Test Merchant",
                "payee_origin": "https://merchant.test"}
 
 

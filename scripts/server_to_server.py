@@ -93,7 +93,8 @@ def browser_confirms(authenticator: SoftAuthenticator, initialized: dict[str, An
 
 
 def run(client: httpx.Client, *, base_url: str, api_key: str, tenant_id: str, merchant_origin: str, user_id: str,
-        enrollment_url: str, amount: str = "42.00", currency: str = "EUR", out: Any = sys.stdout) -> dict[str, Any]:
+        enrollment_url: str, amount: str = "42.00", currency: str = "EUR", payee_name: str | None = None,
+        out: Any = sys.stdout) -> dict[str, Any]:
     """The whole flow; returns the verified claims of the result token."""
     authenticator = SoftAuthenticator()
     credential_id = enroll(client, authenticator, enrollment_url, merchant_origin)
@@ -101,8 +102,12 @@ def run(client: httpx.Client, *, base_url: str, api_key: str, tenant_id: str, me
 
     api = {"apiKey": api_key}
     transaction_id = "demo-" + secrets.token_hex(6)
-    data = {"amount": amount, "currency": currency, "payee_name": "Demo Shop", "payee_origin": merchant_origin,
-            "order": transaction_id}
+    # The payee shown is the merchant itself: its page origin (https only), and its configured name if given.
+    data: dict[str, Any] = {"amount": amount, "currency": currency, "order": transaction_id}
+    if merchant_origin.startswith("https://"):
+        data["payee_origin"] = merchant_origin
+    if payee_name is not None:
+        data["payee_name"] = payee_name
     initialized = _check(client.post(f"{base_url}/transaction/initialize", headers=api, json={
         "user_id": user_id, "transaction_id": transaction_id, "transaction_data": data,
     }), "initialize")
@@ -140,13 +145,14 @@ def main(argv: list[str] | None = None, *, client: httpx.Client | None = None) -
     parser.add_argument("--enrollment-url", required=True, help="an unused enrolment link for that user")
     parser.add_argument("--amount", default="42.00")
     parser.add_argument("--currency", default="EUR")
+    parser.add_argument("--payee-name", help="the merchant's name as configured at the issuer (needed on http origins)")
     args = parser.parse_args(argv)
     own_client = client is None
     client = client or httpx.Client(timeout=30)
     try:
         run(client, base_url=args.base_url.rstrip("/"), api_key=args.api_key, tenant_id=args.tenant_id,
             merchant_origin=args.merchant_origin, user_id=args.user_id, enrollment_url=args.enrollment_url,
-            amount=args.amount, currency=args.currency)
+            amount=args.amount, currency=args.currency, payee_name=args.payee_name)
     finally:
         if own_client:
             client.close()

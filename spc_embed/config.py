@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 from .origins import is_localhost, serialized_origin
+from .text import is_storable
 
 # itsdangerous signs with HMAC-SHA1 by default; 32 characters keeps brute force
 # off the table whatever the digest.
@@ -156,18 +157,66 @@ def hash_api_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
 
 
+MAX_PAYEE_NAME_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class Payee:
+    """Someone a payment facilitator takes payments for: the name and origin the browser may show as payee.
+
+    At least one of the two. ``origin`` is an https origin as browsers
+    serialize it (SPC's ``payeeOrigin``); without it a transaction naming this
+    payee may show no payee origin.
+    """
+
+    name: str | None = None
+    origin: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.name is None and self.origin is None:
+            raise ConfigurationError("a payee needs a name, an origin or both")
+        if self.name is not None:
+            _check_payee_name(self.name, what=f"payee name {self.name!r}")
+        if self.origin is not None:
+            normalize_origin(self.origin, what="payee origin")
+            if not self.origin.startswith("https://"):
+                raise ConfigurationError(f"payee origin {self.origin!r} must use https (SPC shows https origins only)")
+
+
+def _check_payee_name(value: object, *, what: str) -> None:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_PAYEE_NAME_LENGTH or not is_storable(value):
+        raise ConfigurationError(f"{what} must be a non-empty string of at most {MAX_PAYEE_NAME_LENGTH} characters "
+                                 "without control characters")
+
+
+def _payee(value: object, *, merchant_id: str) -> Payee:
+    if isinstance(value, Payee):
+        return value
+    if not isinstance(value, Mapping) or not set(value) <= {"name", "origin"}:
+        raise ConfigurationError(f'merchant {merchant_id!r} payees must be tables such as '
+                                 f'{{name = "Corner Shop", origin = "https://corner.example"}}, got {value!r}')
+    return Payee(name=value.get("name"), origin=value.get("origin"))
+
+
 @dataclass(frozen=True)
 class Merchant:
     """A tenant: one merchant (or PSP) with its page origins and API keys.
 
     ``api_keys`` are given in plain text and only their digests are kept;
     removing a key from the list revokes it.
+
+    The payee a transaction shows (``payee_name``, ``payee_origin``) is this
+    merchant, ``name`` and one of ``origins`` (docs/security.md H7), unless it
+    is one of ``payees``: a tenant that takes payments for others (a payment
+    facilitator) lists them, as :class:`Payee` objects or ``{"name", "origin"}``
+    mappings.
     """
 
     id: str
     origins: tuple[str, ...]
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     name: str = ""
+    payees: tuple[Payee, ...] = ()
     api_key_hashes: tuple[str, ...] = field(default=(), init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -183,6 +232,22 @@ class Merchant:
             check_api_key(key, what=f"merchant {self.id!r} API key #{index + 1}")
         object.__setattr__(self, "api_key_hashes", tuple(hash_api_key(k) for k in self.api_keys))
         object.__setattr__(self, "api_keys", ())
+        if self.name:
+            _check_payee_name(self.name, what=f"merchant {self.id!r} name")
+        if isinstance(self.payees, (str, Mapping)):
+            raise ConfigurationError(f"merchant {self.id!r} payees must be a list of payees")
+        object.__setattr__(self, "payees", tuple(_payee(p, merchant_id=self.id) for p in self.payees))
+
+    def may_show_payee(self, name: str | None, origin: str | None) -> bool:
+        """Whether a transaction may show this payee: this merchant itself, or one of its payees (H7).
+
+        What is shown must belong to one payee: a name (if any) and an origin
+        (if any) of the same one.
+        """
+        own = (self.name or None, self.origins)
+        listed = ((p.name, (p.origin,) if p.origin else ()) for p in self.payees)
+        return any((name is None or name == payee_name) and (origin is None or origin in payee_origins)
+                   for payee_name, payee_origins in (own, *listed))
 
 
 @dataclass(frozen=True)
@@ -327,6 +392,7 @@ class IssuerConfig:
                 origins=tuple(m.get("origins", ())),
                 api_keys=tuple(m.get("api_keys", ())),
                 name=m.get("name", ""),
+                payees=tuple(m.get("payees", ())),
             )
             for m in merchants_raw
         )

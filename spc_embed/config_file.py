@@ -130,7 +130,8 @@ def _merchant(index: int, table: object) -> Merchant:
             raise ConfigurationError(unknown_key_message(key, MERCHANT_KEYS, where=where))
     values = {key: _typed(key, value, where=where) for key, value in table.items()}
     return Merchant(id=values.get("id", ""), origins=values.get("origins", ()),
-                    api_keys=values.get("api_keys", ()), name=values.get("name", ""))
+                    api_keys=values.get("api_keys", ()), name=values.get("name", ""),
+                    payees=values.get("payees", ()))
 
 
 def config_from_mapping(data: Mapping[str, Any], *, base_dir: str | Path = ".") -> IssuerConfig:

@@ -96,6 +96,7 @@ async def verify_enrollment(ctx: IssuerContext, token_value: str, credential: ob
         aaguid=verified.aaguid, attestation_format=verified.attestation_format,
         backup_eligible=verified.backup_eligible, backed_up=verified.backed_up,
         instrument_name=token.instrument_name, instrument_icon=token.instrument_icon,
+        instrument_id=token.instrument_id or token.instrument_name,
         enrolled_origin=verified.top_origin or config.origin, created_at=store.now(),
     )
     await store.add_credential(stored, challenge=challenge.challenge, subject=token.token_id, token_id=token.token_id)

@@ -123,10 +123,15 @@ class Issuer:
         instrument_icon: str,
         merchant_origin: str,
         locale: str | None = None,
+        instrument_id: str | None = None,
     ) -> str:
         """Mint a single-use enrolment token and return the iframe URL that carries it.
 
         Call this only after the cardholder has been authenticated by the issuer.
+        ``instrument_id`` is the card's stable id at the issuer (not its number):
+        the credential is enrolled for that card, and only that card's
+        credentials confirm a payment initialize names it for. Without it the
+        card's id is ``instrument_name``.
         ``locale`` (a language tag such as ``"de"`` or ``"fr-CH"``) is the
         cardholder's language, if the issuer knows it; without it, or without a
         catalog for it, the frame speaks the browser's ``Accept-Language``, else
@@ -139,7 +144,7 @@ class Issuer:
         token = self.enrollment_tokens.mint(EnrollmentToken(
             user_id=user_id, user_name=user_name, user_display_name=user_display_name,
             instrument_name=instrument_name, instrument_icon=instrument_icon,
-            merchant_origin=merchant_origin, locale=locale,
+            merchant_origin=merchant_origin, locale=locale, instrument_id=instrument_id,
         ))
         return self.url(self.app.url_path_for("enroll_page") + "?token=" + token)
 

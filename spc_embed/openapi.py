@@ -79,8 +79,11 @@ SCHEMAS: dict[str, Any] = {
             "amount": {"type": "string", "pattern": r"^(0|[1-9][0-9]{0,14})(\.[0-9]{1,4})?$",
                        "description": "Canonical decimal; the SPC total.value must be this exact string"},
             "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
-            "payee_name": _STRING,
-            "payee_origin": {"type": "string", "description": "https origin as browsers serialize it"},
+            "payee_name": {"type": "string", "description": "The merchant's configured name, or the name of one of "
+                                                            "its configured payees (else 400 payee_not_allowed)"},
+            "payee_origin": {"type": "string", "description": "https origin as browsers serialize it: one of the "
+                                                              "merchant's origins, or the origin of the configured "
+                                                              "payee named (else 400 payee_not_allowed)"},
             "merchant_origin": {"type": "string",
                                 "description": "The page that calls SPC; required when the merchant has several"},
             "payment_entities_logos": {"type": "array", "items": {
@@ -100,6 +103,11 @@ SCHEMAS: dict[str, Any] = {
                        "description": "The cardholder's language (a language tag such as \"de\" or \"fr-CH\"), "
                                       "for the fallback frame; without it, or without a catalog for it, the "
                                       "frame follows the browser's Accept-Language, else the issuer's default"},
+            "instrument_id": {"type": "string", "maxLength": 255,
+                              "description": "The card this payment is for (the id the issuer gave it in the "
+                                             "enrolment link): only its credentials are offered, with its name and "
+                                             "art, and the result token names it. Optional when the user has one "
+                                             "card; a user with several is otherwise offered no credentials."},
         },
     },
     "PublicKeyCredentialRequestOptionsJSON": {
@@ -168,8 +176,8 @@ SCHEMAS: dict[str, Any] = {
     "TokenResponse": {
         "type": "object", "required": ["token"],
         "properties": {"token": {"type": "string", "description": "ES256 JWT: iss, sub, aud (merchant id), iat, "
-                                 "exp, jti, cred, trans {id, hash, method: spc|fallback}; keys at "
-                                 "/.well-known/jwks.json"}},
+                                 "exp, jti, cred, trans {id, hash, method: spc|fallback, instrument_id: the card "
+                                 "the credential was enrolled for}; keys at /.well-known/jwks.json"}},
     },
     "OptOutRequest": {
         "type": "object", "required": ["transaction_id"],
@@ -187,7 +195,7 @@ SCHEMAS: dict[str, Any] = {
             "tenant_id": _STRING, "transaction_id": _STRING, "user_id": _STRING,
             "state": {"enum": ["pending", "succeeded", "failed", "expired"]},
             "failure_reason": _NULLABLE_STRING, "method": {"enum": ["spc", "fallback", None]},
-            "credential_id": _NULLABLE_STRING, "merchant_origin": _STRING,
+            "credential_id": _NULLABLE_STRING, "merchant_origin": _STRING, "instrument_id": _NULLABLE_STRING,
             "transaction_data": _ref("TransactionData"), "transaction_hash": _STRING,
             "created_at": {"type": "number"}, "expires_at": {"type": "number"},
             "finalized_at": {"type": ["number", "null"]}, "browser_bound_public_key": _NULLABLE_STRING,
@@ -198,7 +206,7 @@ SCHEMAS: dict[str, Any] = {
     "Credential": {
         "type": "object",
         "properties": {
-            "id": _STRING, "user_id": _STRING, "name": _STRING, "instrument_name": _STRING,
+            "id": _STRING, "user_id": _STRING, "name": _STRING, "instrument_id": _STRING, "instrument_name": _STRING,
             "instrument_icon": _STRING, "enrolled_origin": _STRING, "aaguid": _STRING,
             "transports": {"type": "array", "items": _STRING}, "backup_eligible": {"type": "boolean"},
             "backed_up": {"type": "boolean"}, "created_at": {"type": "number"},

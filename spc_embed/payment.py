@@ -86,6 +86,9 @@ class ExpectedPayment:
     logos: tuple[PaymentEntityLogo, ...] = ()
     timeout_ms: int = 5 * 60 * 1000
     show_opt_out: bool = False
+    # The card this payment is for: only its credentials are offered and accepted (H6). None in
+    # transactions initialized before cards had ids, and when the user's card could not be told.
+    instrument_id: str | None = None
     # Not verified: the language the fallback frame speaks (initialize's ``locale``), kept with the rest.
     locale: str | None = None
 
@@ -99,6 +102,7 @@ class ExpectedPayment:
             "payee_origin": self.payee_origin, "instrument_name": self.instrument_name,
             "instrument_icon": self.instrument_icon, "logos": [logo.to_json() for logo in self.logos],
             "timeout_ms": self.timeout_ms, "show_opt_out": self.show_opt_out, "locale": self.locale,
+            "instrument_id": self.instrument_id,
         }
 
     @classmethod
@@ -229,6 +233,9 @@ def _check_credential(response: AuthenticationResponse, expected: ExpectedPaymen
         raise refused
     # Policy: a revoked credential confirms nothing.
     if stored.revoked_at is not None:
+        raise refused
+    # Policy (H6): the credential was enrolled for the card this payment is for, whose name and art were shown.
+    if expected.instrument_id is not None and stored.instrument_id != expected.instrument_id:
         raise refused
     # §7.2: if response.userHandle is present, it must be the handle of the credential's user.
     if response.user_handle is not None and (

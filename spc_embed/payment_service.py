@@ -11,6 +11,16 @@ Decisions (also in the OpenAPI descriptions):
 - An unknown user and a user without usable credentials get the same answer:
   no credential ids, no instrument, and a stored pending transaction in both
   cases, so even a repeated id answers 409 alike (docs/security.md S11).
+- The payee (docs/security.md H7): what the browser shows as the payee is the
+  merchant itself (its configured ``name``, one of its ``origins``) or one of
+  the payees it is configured to take payments for, never what the request
+  alone says.
+- The card (docs/security.md H6): initialize's ``instrument_id`` names the card
+  the payment is for, and only the credentials enrolled for that card are
+  offered, with that card's name and art. Without it, the user's one card; a
+  user with credentials for several cards then gets the answer of a user
+  without credentials (S11: saying "name the card" would tell the caller the
+  user has several), so an integration for such users must name the card.
 - Expiry is applied where a transaction is read: the store reads a pending
   transaction past its TTL as expired, and this answers it as such, without a
   write on the way.
@@ -44,9 +54,9 @@ from .payment import (
     AuthenticationResponse, ExpectedPayment, parse_authentication_response, payment_request_options,
     verify_fallback_response, verify_payment_response,
 )
-from .storage import OptOut, TransactionRecord
-from .text import storable_text
-from .tokens import MAX_OPT_OUT_TOKEN_LENGTH
+from .storage import Credential, OptOut, TransactionRecord
+from .text import quoted, storable_text
+from .tokens import MAX_INSTRUMENT_ID_LENGTH, MAX_OPT_OUT_TOKEN_LENGTH
 from .transactions import (
     EXPIRED, FAILED, MAX_TRANSACTION_ID_LENGTH, MAX_USER_ID_LENGTH, PENDING, SUCCEEDED,
     parse_transaction_data, resolve_merchant_origin, validate_identifier,
@@ -93,15 +103,24 @@ async def initialize(ctx: IssuerContext, merchant: Merchant, body: Mapping[str, 
     user_id = validate_identifier(body.get("user_id"), field="user_id", max_length=MAX_USER_ID_LENGTH)
     transaction_id = transaction_id_of(body.get("transaction_id"))
     data = parse_transaction_data(body.get("transaction_data"))
+    if not merchant.may_show_payee(data.payee_name, data.payee_origin):
+        raise InvalidRequest(
+            f"transaction_data names the payee {quoted(data.payee_name)} at {quoted(data.payee_origin)}, which is "
+            f"neither this merchant (name {merchant.name or None!r}, origins {list(merchant.origins)}) nor one of "
+            "its configured payees", code="payee_not_allowed")
     show_opt_out = body.get("show_opt_out", False)
     if not isinstance(show_opt_out, bool):
         raise InvalidRequest("show_opt_out must be true or false")
     locale = body.get("locale")
     if locale is not None and not is_locale_tag(locale):
         raise InvalidRequest("locale must be a language tag such as \"de\" or \"fr-CH\"")
+    instrument_id = body.get("instrument_id")
+    if instrument_id is not None:
+        instrument_id = validate_identifier(instrument_id, field="instrument_id", max_length=MAX_INSTRUMENT_ID_LENGTH)
     merchant_origin = resolve_merchant_origin(data, merchant.origins)
     # S11: the same queries and the same answer whether the user is unknown or has no credentials.
-    user, usable = await store.payable_credentials(merchant.id, user_id)
+    user, payable = await store.payable_credentials(merchant.id, user_id)
+    instrument_id, usable = card_to_offer(payable, instrument_id)
     newest = usable[-1] if usable else None
     now = store.now()
     expected = ExpectedPayment(
@@ -111,7 +130,7 @@ async def initialize(ctx: IssuerContext, merchant: Merchant, body: Mapping[str, 
         credential_ids=tuple(c.credential_id for c in usable), amount=data.amount, currency=data.currency,
         payee_name=data.payee_name, payee_origin=data.payee_origin,
         instrument_name=newest.instrument_name if newest else None,
-        instrument_icon=newest.instrument_icon if newest else None,
+        instrument_icon=newest.instrument_icon if newest else None, instrument_id=instrument_id,
         logos=data.logos, timeout_ms=config.transaction_ttl * 1000, show_opt_out=show_opt_out, locale=locale,
     )
     await store.create_transaction(TransactionRecord(
@@ -126,6 +145,19 @@ async def initialize(ctx: IssuerContext, merchant: Merchant, body: Mapping[str, 
         handle=ctx.payment_handles.mint(merchant.id, transaction_id),
         opt_out_token=ctx.opt_out_tokens.mint(merchant.id, transaction_id),
     )
+
+
+def card_to_offer(payable: list[Credential], instrument_id: str | None) -> tuple[str | None, list[Credential]]:
+    """The card this payment is for and its credentials, oldest first (H6).
+
+    The card named; else the user's only card; else (no card, or several) none.
+    """
+    if instrument_id is not None:
+        return instrument_id, [c for c in payable if c.instrument_id == instrument_id]
+    cards = {c.instrument_id for c in payable}
+    if len(cards) == 1:
+        return cards.pop(), payable
+    return None, []
 
 
 async def finalize(ctx: IssuerContext, tenants: Collection[str], credential: object, *,
@@ -253,4 +285,5 @@ async def _complete(ctx: IssuerContext, record: TransactionRecord, response: Aut
     return ctx.result_signer.sign(
         user_id=record.user_id, tenant_id=record.tenant_id, credential_id=verified.credential_id,
         transaction_id=record.transaction_id, transaction_hash=record.data_hash, method=verified.method,
+        instrument_id=stored.instrument_id,
     )

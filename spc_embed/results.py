@@ -11,7 +11,8 @@ everything that was confirmed:
 ``iat``, ``exp`` (``iat`` + ``result_token_ttl``), ``jti`` (random, unique)
 ``cred`` the credential id, base64url
 ``trans`` ``{"id": transaction id, "hash": transaction_hash(transaction_data),
-         "method": "spc" | "fallback"}`` (see :mod:`spc_embed.transactions`)
+         "method": "spc" | "fallback", "instrument_id": the card the credential
+         was enrolled for}`` (see :mod:`spc_embed.transactions`; docs/security.md H6)
 
 Keys rotate like the other secrets: the first configured key signs, every
 configured key is published, and ``kid`` is the key's RFC 7638 JWK thumbprint,
@@ -100,8 +101,11 @@ class ResultSigner:
         return {"keys": [dict(k) for k in self._jwks["keys"]]}
 
     def sign(self, *, user_id: str, tenant_id: str, credential_id: bytes, transaction_id: str,
-             transaction_hash: str, method: str) -> str:
+             transaction_hash: str, method: str, instrument_id: str | None = None) -> str:
         now = int(self._clock())
+        trans = {"id": transaction_id, "hash": transaction_hash, "method": method}
+        if instrument_id is not None:
+            trans["instrument_id"] = instrument_id
         claims = {
             "iss": self.issuer,
             "sub": user_id,
@@ -110,7 +114,7 @@ class ResultSigner:
             "exp": now + self.ttl,
             "jti": secrets.token_urlsafe(18),
             "cred": b64url_encode(credential_id),
-            "trans": {"id": transaction_id, "hash": transaction_hash, "method": method},
+            "trans": trans,
         }
         # A compact JWS (RFC 7515 §7.1) signed by PyJWT's ES256, with the constant
         # header serialized once: jwt.encode() redoes it per token, a third of its cost.

@@ -30,6 +30,7 @@ ENROLLMENT_SALT = "spc-embed.enrollment.v1"
 PAYMENT_HANDLE_SALT = "spc-embed.payment-handle.v1"
 OPT_OUT_SALT = "spc-embed.opt-out.v1"
 MAX_OPT_OUT_TOKEN_LENGTH = 128
+MAX_INSTRUMENT_ID_LENGTH = 255
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class EnrollmentToken:
     instrument_icon: str
     merchant_origin: str
     locale: str | None = None  # the cardholder's language, if the issuer knows it (absent from older tokens)
+    # The card's stable id at the issuer (docs/security.md H6); without one (and in older tokens), its name.
+    instrument_id: str | None = None
     token_id: str = field(default_factory=lambda: secrets.token_urlsafe(18))
 
     def __post_init__(self) -> None:
@@ -57,6 +60,12 @@ class EnrollmentToken:
         normalize_origin(self.merchant_origin, what="merchant origin")
         if self.locale is not None:
             check_locale_tag(self.locale, what="enrolment locale")
+        if self.instrument_id is None:
+            object.__setattr__(self, "instrument_id", self.instrument_name)
+        elif not isinstance(self.instrument_id, str) or not self.instrument_id.strip() \
+                or len(self.instrument_id) > MAX_INSTRUMENT_ID_LENGTH or not is_storable(self.instrument_id):
+            raise ConfigurationError(f"enrolment instrument_id must be a non-empty string (at most "
+                                     f"{MAX_INSTRUMENT_ID_LENGTH} characters, no control characters)")
 
 
 class SignedTokens:

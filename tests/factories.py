@@ -30,7 +30,8 @@ def signing_key_pem(index: int = 0) -> str:
 
 def make_config(database_path: Path | str, *, issuer_origin: str = ISSUER_ORIGIN,
                 merchant_origin: str = MERCHANT_ORIGIN, other_merchant_origin: str = OTHER_MERCHANT_ORIGIN,
-                rp_id: str = "issuer.test", **overrides: Any) -> IssuerConfig:
+                rp_id: str = "issuer.test", merchant_name: str = "Test Merchant", merchant_payees: tuple[Any, ...] = (),
+                **overrides: Any) -> IssuerConfig:
     values: dict[str, Any] = dict(
         rp_id=rp_id,
         rp_name="Test Bank",
@@ -38,7 +39,9 @@ def make_config(database_path: Path | str, *, issuer_origin: str = ISSUER_ORIGIN
         secret_keys=(SECRET,),
         signing_keys=(signing_key_pem(0),),
         merchants=(
-            Merchant(id="merchant", name="Test Merchant", origins=(merchant_origin,), api_keys=(API_KEY,)),
+            # The payee its transactions show is itself (docs/security.md H7), or one of merchant_payees.
+            Merchant(id="merchant", name=merchant_name, origins=(merchant_origin,), api_keys=(API_KEY,),
+                     payees=merchant_payees),
             Merchant(id="shop", name="Other Shop", origins=(other_merchant_origin,), api_keys=(OTHER_API_KEY,)),
         ),
         database_url=f"sqlite:///{database_path}",

@@ -37,11 +37,12 @@ def b64decode(value: str) -> bytes:
 
 def enroll(client: Any, issuer: Any, auth: SoftAuthenticator, *, user_id: str = "alice",
            merchant_origin: str = MERCHANT_ORIGIN, instrument_name: str = CARD_NAME,
-           instrument_icon: str = CARD_ICON, **create_overrides: Any) -> bytes:
+           instrument_icon: str = CARD_ICON, instrument_id: str | None = None, **create_overrides: Any) -> bytes:
     """Register a new credential for ``user_id`` through the enrolment iframe's endpoints; return its id."""
     url = issuer.enrollment_url(
         user_id=user_id, user_name=f"{user_id}@example.com", user_display_name=user_id.title(),
         instrument_name=instrument_name, instrument_icon=instrument_icon, merchant_origin=merchant_origin,
+        instrument_id=instrument_id,
     )
     token = url.split("token=", 1)[1]
     headers = {"Origin": ISSUER_ORIGIN}

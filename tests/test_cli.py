@@ -169,7 +169,7 @@ def test_check_a_valid_configuration(tmp_path: Path, capsys: pytest.CaptureFixtu
         "  issuer     https://bank.example/spc (rp_id bank.example, 'Example Bank')",
         "  merchants  shop (https://shop.example)",
         "  keys       1 secret, 1 signing, 0 admin API",
-        f"  database   sqlite:///{tmp_path / 'spc.db'} (schema version 1, opened)",
+        f"  database   sqlite:///{tmp_path / 'spc.db'} (schema version 2, opened)",
     ]
 
 
@@ -323,7 +323,7 @@ def test_check_a_valid_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     status, out, err = run(capsys, "check")
     assert (status, err) == (0, "")
     assert out.startswith("spc-embed: the configuration from the SPC_* environment variables is valid\n")
-    assert "sqlite:///spc_embed.db (schema version 1, opened)" in out  # the default database, here in tmp_path
+    assert "sqlite:///spc_embed.db (schema version 2, opened)" in out  # the default database, here in tmp_path
     assert (tmp_path / "spc_embed.db").exists()
 
 
@@ -350,7 +350,7 @@ def test_db_init_creates_the_schema_and_can_run_again(tmp_path: Path, capsys: py
     for _ in range(2):
         status, out, err = run(capsys, "db", "init", "--config", "issuer.toml")
         assert (status, err) == (0, "")
-        assert out == f"spc-embed: the database sqlite:///{tmp_path / 'spc.db'} is ready (schema version 1)\n"
+        assert out == f"spc-embed: the database sqlite:///{tmp_path / 'spc.db'} is ready (schema version 2)\n"
     assert "spc_schema" in schema_tables(tmp_path / "spc.db")
     with sqlite3.connect(tmp_path / "spc.db") as conn:
         assert conn.execute("SELECT COUNT(*) FROM spc_schema").fetchone() == (1,)

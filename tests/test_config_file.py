@@ -51,6 +51,22 @@ def base() -> dict[str, object]:
             "signing_keys": [signing_key_pem(0)], "merchants": [{"id": "shop", "origins": ["https://shop.example"]}]}
 
 
+def test_h7_a_payment_facilitator_lists_its_payees() -> None:
+    import tomllib
+
+    merchants = tomllib.loads('''
+[[merchants]]
+id = "psp"
+name = "Pay Facilitator"
+origins = ["https://psp.example"]
+payees = [{name = "Corner Shop", origin = "https://corner.example"}, {name = "Book Store"}]
+''')["merchants"]
+    (psp,) = config_from_mapping({**base(), "merchants": merchants}).merchants
+    assert [(p.name, p.origin) for p in psp.payees] == [("Corner Shop", "https://corner.example"), ("Book Store", None)]
+    with pytest.raises(ConfigurationError, match="must be tables such as"):
+        config_from_mapping({**base(), "merchants": [{**merchants[0], "payees": ["Corner Shop"]}]})
+
+
 def test_signing_keys_may_be_inline() -> None:
     assert config_from_mapping(base()).signing_keys == (signing_key_pem(0),)
 

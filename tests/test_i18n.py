@@ -184,7 +184,7 @@ def test_enrolment_page_speaks_the_links_locale(tmp_path: Path) -> None:
 
 def test_initialize_keeps_the_locale_for_the_fallback_frame(tmp_path: Path) -> None:
     issuer = make_issuer(tmp_path / "x.db")
-    body = {"user_id": "u1", "transaction_data": {"amount": "1234.50", "currency": "EUR", "payee_name": "Shop"}}
+    body = {"user_id": "u1", "transaction_data": {"amount": "1234.50", "currency": "EUR", "payee_name": "Test Merchant"}}
     with TestClient(issuer.app) as client:
         refused = client.post("/transaction/initialize", headers={"apiKey": API_KEY},
                               json={**body, "transaction_id": "t0", "locale": "fr_CH; drop"})

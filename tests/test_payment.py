@@ -15,7 +15,7 @@ import cbor2
 import httpx
 import pytest
 
-from factories import ISSUER_ORIGIN, MERCHANT_ORIGIN, OTHER_MERCHANT_ORIGIN
+from factories import API_KEY, ISSUER_ORIGIN, MERCHANT_ORIGIN, OTHER_MERCHANT_ORIGIN
 from payment_helpers import (
     RP_ID, TRANSACTION_DATA, b64decode, edit_client_data, enroll, fallback_assertion, jwt_claims, make_bank,
     signed_payment, spc_assertion,
@@ -535,6 +535,66 @@ def test_p2_duplicate_keys_in_the_request_body(bank) -> None:
     bank.assert_rejected(response, "invalid_request", transaction_id)
 
 
+# H6: the card a payment is for
+
+
+def test_h6_only_the_named_cards_credentials_are_offered_shown_accepted_and_named_in_the_token(bank) -> None:
+    visa = enroll(bank.client, bank.issuer, bank.auth, user_id="bob", instrument_id="card-visa",
+                  instrument_name="Visa ****1111", instrument_icon="https://issuer.test/visa.png")
+    bank.clock.advance(1)
+    master = enroll(bank.client, bank.issuer, bank.auth, user_id="bob", instrument_id="card-mc",
+                    instrument_name="Mastercard ****2222", instrument_icon="https://issuer.test/mc.png")
+
+    # Initialize names the card: only its passkey is offered, with its name and art.
+    transaction_id, options = bank.new_transaction(user_id="bob", instrument_id="card-visa")
+    spc = options["secure_payment_confirmation"]
+    assert spc["credentialIds"] == [b64url(visa)] and options["publicKey"]["allowCredentials"][0]["id"] == b64url(visa)
+    assert (spc["instrument"]["displayName"], spc["instrument"]["icon"]) == ("Visa ****1111", "https://issuer.test/visa.png")
+    # The other card's passkey confirms nothing here, even over a dialog that showed this card.
+    response = bank.finalize(transaction_id, spc_assertion(bank.auth, options, credential_id=master))
+    bank.assert_rejected(response, "credential_not_allowed", transaction_id)
+    # The named card's passkey does, and the token says which card.
+    token = bank.finalize(transaction_id, spc_assertion(bank.auth, options, credential_id=visa)).json()["token"]
+    assert jwt_claims(token)["trans"]["instrument_id"] == "card-visa"
+    listed = bank.client.get("/transactions", params={"user_id": "bob"}, headers={"apiKey": API_KEY}).json()
+    assert listed["transactions"][0]["instrument_id"] == "card-visa"
+
+    # Without a card, a user with two cards is offered nothing (the answer for a user without credentials, S11),
+    # and so is a card the user has no passkey for.
+    _, unnamed = bank.new_transaction(user_id="bob")
+    _, unknown_card = bank.new_transaction(user_id="bob", instrument_id="card-amex")
+    _, nobody = bank.new_transaction(user_id="nobody")
+    for answer in (unnamed, unknown_card, nobody):
+        assert answer["secure_payment_confirmation"]["credentialIds"] == []
+        assert answer["secure_payment_confirmation"]["instrument"] is None
+    # A Hanko-style call without a card still works for a user with one card (alice).
+    _, one_card = bank.new_transaction()
+    assert one_card["secure_payment_confirmation"]["credentialIds"] == [b64url(bank.credential_id)]
+
+
+def test_h6_the_verifier_refuses_a_credential_enrolled_for_another_card() -> None:
+    auth = SoftAuthenticator()
+    auth.create(rp_id=RP_ID, challenge="x", origin=ISSUER_ORIGIN, user_handle=b"handle", credential_id=b"c" * 32)
+    public_key = cose_key(auth.credentials[b"c" * 32].private_key.public_key())
+    expected = _expected(instrument_id="card-visa")
+    payment = signed_payment(payment_request_options(expected))
+    for card, outcome in (("card-mc", "credential_not_allowed"), ("card-visa", None)):
+        stored = Credential(
+            credential_id=b"c" * 32, user_id="alice", public_key=public_key, sign_count=0, alg=-7,
+            transports=("internal",), aaguid="0" * 36, attestation_format="none", backup_eligible=False,
+            backed_up=False, instrument_name="Fancy Card ****1234", instrument_icon="https://issuer.test/card.png",
+            enrolled_origin=MERCHANT_ORIGIN, created_at=0.0, instrument_id=card,
+        )
+        assertion = auth.get(credential_id=b"c" * 32, challenge=expected.challenge, origin=MERCHANT_ORIGIN,
+                             type="payment.get", payment=payment, sign_count=0)
+        if outcome is None:
+            assert verify_payment_assertion(credential=assertion, expected=expected, stored_credential=stored)
+        else:
+            with pytest.raises(AssertionRejected) as refused:
+                verify_payment_assertion(credential=assertion, expected=expected, stored_credential=stored)
+            assert refused.value.code == outcome
+
+
 # The fallback (webauthn.get in the issuer iframe)
 
 
@@ -549,7 +609,8 @@ def test_fallback_genuine_assertion_confirms_with_method_fallback(bank) -> None:
     response = _pay_finalize(bank, options, fallback_assertion(bank.auth, options))
     assert response.status_code == 200, response.text
     claims = jwt_claims(response.json()["token"])
-    assert claims["trans"] == {"id": transaction_id, "hash": options["transaction_hash"], "method": "fallback"}
+    assert claims["trans"] == {"id": transaction_id, "hash": options["transaction_hash"], "method": "fallback",
+                               "instrument_id": "Test Visa ****1234"}
     assert bank.state(transaction_id) == "succeeded"
 
 

@@ -109,7 +109,8 @@ async def test_finalize_by_transaction_id_parses_the_credential_once(bank: Bank,
 
     assert len(parses) == 1
     claims = jwt_claims(token)
-    assert claims["trans"] == {"id": "order-1", "hash": initialized.transaction_hash, "method": "spc"}
+    assert claims["trans"] == {"id": "order-1", "hash": initialized.transaction_hash, "method": "spc",
+                               "instrument_id": CARD_NAME}
     assert claims["aud"] == "merchant" and claims["sub"] == "alice" and claims["cred"] == b64url(bank.credential_id)
     assert await bank.state("order-1") == "succeeded"
     with pytest.raises(Conflict) as replayed:

@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import asyncpg
 import pytest
@@ -16,6 +17,7 @@ from spc_embed.errors import (
     AssertionRejected, ChallengeError, ConfigurationError, Conflict, InvalidRequest, StorageUnavailable,
 )
 from spc_embed.storage import SCHEMA_VERSION, Challenge, Credential, Store, TransactionRecord
+from spc_embed.storage.schema import ddl
 from spc_embed.transactions import EXPIRED, FAILED, PENDING, SUCCEEDED
 
 CREDENTIAL_ID = b"\x07" * 32
@@ -228,6 +230,85 @@ async def test_a_database_of_an_unknown_schema_version_is_refused_at_open(databa
     await set_schema_version(database_url, SCHEMA_VERSION + 41)
     with pytest.raises(ConfigurationError, match=f"schema version {SCHEMA_VERSION + 41}"):
         await Store(database_url).open()
+
+
+def version_1_ddl(dialect: str) -> list[str]:
+    """The schema of version 1: version 2's without spc_credentials.instrument_id (spc_embed/storage/schema.py)."""
+    current = ddl(dialect)
+    older = [statement.replace("    instrument_id TEXT NOT NULL,\n", "") for statement in current]
+    assert sum(a != b for a, b in zip(current, older)) == 1
+    return older
+
+
+V1_CREDENTIAL = (
+    "INSERT INTO spc_credentials (credential_id, user_id, public_key, sign_count, alg, transports, aaguid,"
+    " attestation_format, backup_eligible, backed_up, instrument_name, instrument_icon, enrolled_origin, created_at)"
+    " VALUES ($1, 'alice', $2, 3, -7, '[\"internal\"]', '00000000-0000-0000-0000-000000000000', 'none', FALSE, FALSE,"
+    " 'Visa ****1234', 'https://i.test/c.png', 'https://merchant.test', 1.0)"
+)
+
+
+async def make_version_1_database(database_url: str) -> None:
+    """A database as spc-embed of schema version 1 left it, with one credential."""
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
+            for statement in version_1_ddl("sqlite"):
+                conn.execute(statement)
+            conn.execute("INSERT INTO spc_schema (id, version) VALUES (1, 1)")
+            conn.execute(V1_CREDENTIAL.replace("$", "?"), (CREDENTIAL_ID, b"cose"))
+    else:
+        conn = await asyncpg.connect(database_url)
+        try:
+            async with conn.transaction():
+                for statement in version_1_ddl("postgresql"):
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO spc_schema (id, version) VALUES (1, 1)")
+                await conn.execute(V1_CREDENTIAL, CREDENTIAL_ID, b"cose")
+        finally:
+            await conn.close()
+
+
+async def schema_version(database_url: str) -> int:
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
+            return conn.execute("SELECT version FROM spc_schema").fetchone()[0]
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetchval("SELECT version FROM spc_schema")
+    finally:
+        await conn.close()
+
+
+async def test_h6_a_version_1_database_is_migrated_to_version_2_keeping_its_credentials(
+        database_url: str, clock: FakeClock) -> None:
+    await make_version_1_database(database_url)
+    async with Store(database_url, clock=clock) as store:
+        migrated = await store.get_credential(CREDENTIAL_ID)
+        # A credential enrolled before cards had ids is for the card its name names.
+        assert (migrated.instrument_id, migrated.instrument_name, migrated.sign_count) == \
+            ("Visa ****1234", "Visa ****1234", 3)
+        await store.put_challenge(Challenge("reg-2", "registration", "token-2", "alice", clock() + 60))
+        await store.add_credential(replace(migrated, credential_id=b"\x08" * 32, instrument_id="card-42"),
+                                   challenge="reg-2", subject="token-2", token_id="token-2")
+    assert await schema_version(database_url) == SCHEMA_VERSION == 2
+    async with Store(database_url, clock=clock) as again:  # the step is idempotent: nothing left to migrate
+        assert [c.instrument_id for c in await again.list_credentials("alice")] == ["Visa ****1234", "card-42"]
+
+
+async def test_h6_stores_opening_a_version_1_database_together_migrate_it_once(database_url: str) -> None:
+    await make_version_1_database(database_url)
+    stores = [Store(database_url) for _ in range(6)]
+
+    def open_in_own_loop(store: Store) -> None:
+        asyncio.run(store.open())
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        list(pool.map(open_in_own_loop, stores))
+    for store in stores:
+        await store.close()
+    assert await schema_version(database_url) == 2
+    async with Store(database_url) as store:
+        assert (await store.get_credential(CREDENTIAL_ID)).instrument_id == "Visa ****1234"
 
 
 async def test_stores_opening_together_on_a_fresh_database_all_open(database_url: str) -> None:

@@ -35,6 +35,8 @@ from spc_embed.api_keys import ApiKeys
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "admin-key-0123456789abcdefghijkl"
+# What the other tenant ("shop", named "Other Shop") initializes: the payee it shows is itself (H7).
+OTHER_SHOP_DATA = {**TRANSACTION_DATA, "payee_name": "Other Shop", "payee_origin": OTHER_MERCHANT_ORIGIN}
 SHAPE_CODES = {"invalid_request", "unsupported_media_type", "invalid_transaction_data", "payload_too_large"}
 
 
@@ -79,7 +81,7 @@ def test_t1_both_header_forms_are_accepted(bank) -> None:
 def test_t1_revoked_key_is_refused(tmp_path) -> None:
     kept = "kept-key-0123456789abcdefghijklmn"
     issuer = make_issuer(tmp_path / "spc.db", merchants=(
-        Merchant(id="merchant", origins=(MERCHANT_ORIGIN,), api_keys=(kept,)),))
+        Merchant(id="merchant", name="Test Merchant", origins=(MERCHANT_ORIGIN,), api_keys=(kept,)),))
     with TestClient(issuer.app, base_url=ISSUER_ORIGIN) as client:
         assert error(initialize(client)) == (401, "invalid_api_key")  # API_KEY was removed from the list
         assert initialize(client, api_key=kept).status_code == 200
@@ -133,6 +135,64 @@ def test_h4_api_keys_must_be_printable_ascii_in_the_configuration() -> None:
             Merchant(id="m", origins=(MERCHANT_ORIGIN,), api_keys=(key,))
 
 
+PSP_KEY = "psp-api-key-0123456789abcdefghijklm"
+
+
+def test_h7_the_payee_shown_is_the_merchant_itself_or_one_of_its_configured_payees(tmp_path, database_url) -> None:
+    merchants = (
+        Merchant(id="merchant", name="Test Merchant", origins=(MERCHANT_ORIGIN,), api_keys=(API_KEY,)),
+        Merchant(id="psp", name="Pay Facilitator", origins=("https://psp.test",), api_keys=(PSP_KEY,), payees=(
+            {"name": "Corner Shop", "origin": "https://corner.test"}, {"name": "Book Store"})),
+    )
+    with make_bank(tmp_path, merchants=merchants, database_url=database_url) as bank:
+        def initialize_with(key: str, transaction_id: str, **payee: str):
+            return initialize(bank.client, transaction_id=transaction_id, api_key=key,
+                              data={"amount": "10.00", "currency": "EUR", **payee})
+
+        refused = [
+            (API_KEY, {"payee_name": "Other Shop"}),                                  # another shop's name
+            (API_KEY, {"payee_origin": "https://shop.test"}),                           # another shop's origin
+            (API_KEY, {"payee_name": "Test Merchant", "payee_origin": "https://psp.test"}),
+            (API_KEY, {"payee_name": "Corner Shop"}),                                   # someone else's payee
+            (PSP_KEY, {"payee_name": "Book Store", "payee_origin": "https://corner.test"}),  # two payees mixed
+            (PSP_KEY, {"payee_name": "Corner Shop", "payee_origin": "https://evil.test"}),
+            (PSP_KEY, {"payee_name": "Test Merchant"}),
+        ]
+        for index, (key, payee) in enumerate(refused):
+            response = initialize_with(key, f"refused-{index}", **payee)
+            assert error(response) == (400, "payee_not_allowed"), (payee, response.text)
+            for tenant in ("merchant", "psp"):
+                assert bank.run(bank.issuer.store.get_transaction, tenant, f"refused-{index}") is None
+        accepted = [
+            (API_KEY, {"payee_name": "Test Merchant", "payee_origin": MERCHANT_ORIGIN}),
+            (API_KEY, {"payee_name": "Test Merchant"}),
+            (API_KEY, {"payee_origin": MERCHANT_ORIGIN}),
+            (PSP_KEY, {"payee_name": "Corner Shop", "payee_origin": "https://corner.test"}),
+            (PSP_KEY, {"payee_origin": "https://corner.test"}),
+            (PSP_KEY, {"payee_name": "Book Store"}),
+            (PSP_KEY, {"payee_name": "Pay Facilitator", "payee_origin": "https://psp.test"}),
+        ]
+        for index, (key, payee) in enumerate(accepted):
+            response = initialize_with(key, f"accepted-{index}", **payee)
+            assert response.status_code == 200, (payee, response.text)
+            spc = response.json()["secure_payment_confirmation"]
+            assert (spc.get("payeeName"), spc.get("payeeOrigin")) == (payee.get("payee_name"), payee.get("payee_origin"))
+
+
+def test_h7_payees_are_checked_in_the_configuration() -> None:
+    from spc_embed.config import Payee
+    from spc_embed.errors import ConfigurationError
+
+    for payee, message in (({}, "name, an origin or both"), ({"origin": "http://corner.test"}, "https"),
+                           ({"name": "Shop\x00"}, "control characters"), ({"name": "x", "url": "y"}, "tables such as")):
+        with pytest.raises(ConfigurationError, match=message):
+            Merchant(id="psp", origins=(MERCHANT_ORIGIN,), payees=(payee,))
+    merchant = Merchant(id="psp", origins=(MERCHANT_ORIGIN,), payees=(Payee(name="Corner Shop"),))
+    assert merchant.may_show_payee("Corner Shop", None) and not merchant.may_show_payee("Corner Shop", MERCHANT_ORIGIN)
+    assert merchant.may_show_payee(None, MERCHANT_ORIGIN)  # its own origin; it has no name configured
+    assert not merchant.may_show_payee("", None) and not merchant.may_show_payee("Anyone", None)
+
+
 # T2: transaction ids
 
 
@@ -146,7 +206,7 @@ def test_t2_duplicate_id_in_a_tenant_is_409(bank) -> None:
 def test_t2_same_id_in_another_tenant_is_accepted(bank) -> None:
     assert initialize(bank.client, transaction_id="shared").status_code == 200
     other = initialize(bank.client, transaction_id="shared", api_key=OTHER_API_KEY,
-                       data={**TRANSACTION_DATA, "payee_origin": OTHER_MERCHANT_ORIGIN})
+                       data=OTHER_SHOP_DATA)
     assert other.status_code == 200, other.text
     assert other.json()["merchant_origin"] == OTHER_MERCHANT_ORIGIN
 
@@ -242,7 +302,8 @@ def test_token_verifies_against_the_served_jwks(bank) -> None:
     assert jwks.headers["cache-control"].startswith("public")
     key = jwt.PyJWKSet.from_dict(jwks.json())[jwt.get_unverified_header(token)["kid"]]
     claims = jwt.decode(token, key=key, algorithms=["ES256"], audience="merchant", issuer=ISSUER_ORIGIN)
-    assert claims["trans"] == {"id": transaction_id, "hash": options["transaction_hash"], "method": "spc"}
+    assert claims["trans"] == {"id": transaction_id, "hash": options["transaction_hash"], "method": "spc",
+                              "instrument_id": "Test Visa ****1234"}  # no id in the link: the card's name
     assert claims["exp"] - claims["iat"] == bank.issuer.config.result_token_ttl
     assert claims["cred"] == b64url(bank.credential_id) and claims["sub"] == "alice"
 
@@ -429,7 +490,7 @@ def test_opt_out_is_recorded_and_unlinks_the_credentials_for_that_merchant(bank)
     assert _shape(after) == _shape(unknown)
     # Other merchants still are, and the credential itself is not revoked.
     other = initialize(bank.client, user_id="alice", transaction_id="elsewhere", api_key=OTHER_API_KEY,
-                       data={**TRANSACTION_DATA, "payee_origin": OTHER_MERCHANT_ORIGIN})
+                       data=OTHER_SHOP_DATA)
     assert other.json()["secure_payment_confirmation"]["credentialIds"] == [b64url(bank.credential_id)]
     # A credential enrolled after the opt-out is offered again.
     bank.clock.advance(1)
@@ -527,7 +588,7 @@ def test_opt_out_of_another_merchants_transaction_is_not_found(bank) -> None:
 def test_transactions_listing_is_scoped_by_key(bank) -> None:
     mine, _ = bank.new_transaction()
     initialize(bank.client, user_id="alice", transaction_id="theirs", api_key=OTHER_API_KEY,
-               data={**TRANSACTION_DATA, "payee_origin": OTHER_MERCHANT_ORIGIN})
+               data=OTHER_SHOP_DATA)
     as_merchant = bank.client.get("/transactions", params={"user_id": "alice"}, headers={"apiKey": API_KEY})
     assert [t["transaction_id"] for t in as_merchant.json()["transactions"]] == [mine]
     listed = as_merchant.json()["transactions"][0]

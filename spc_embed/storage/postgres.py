@@ -21,8 +21,7 @@ import asyncpg
 
 from ..errors import InvalidRequest, StorageUnavailable
 from .plans import ROW, ROWCOUNT, Plan, PlanFactory, Statement, fetch_row
-from .schema import SCHEMA_VERSION, ddl
-from .sqlite import SchemaVersionError
+from .schema import SCHEMA_VERSION, ddl, migrations
 
 logger = logging.getLogger("spc_embed.storage")
 
@@ -88,7 +87,10 @@ class PostgresBackend:
             if found is None:
                 await conn.execute("INSERT INTO spc_schema (id, version) VALUES (1, $1)", SCHEMA_VERSION)
             elif found != SCHEMA_VERSION:
-                raise SchemaVersionError(found)
+                # An older database: migrate it, and record the version, in this same transaction.
+                for statement in migrations("postgresql", found):
+                    await conn.execute(statement)
+                await conn.execute("UPDATE spc_schema SET version = $1 WHERE id = 1", SCHEMA_VERSION)
 
     async def close(self) -> None:
         current = _running_loop()

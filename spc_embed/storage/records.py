@@ -32,6 +32,12 @@ class Credential:
     nickname: str = ""
     last_used_at: float | None = None
     revoked_at: float | None = None
+    # The card this credential confirms payments for (docs/security.md H6); its name when no id was given.
+    instrument_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.instrument_id:
+            object.__setattr__(self, "instrument_id", self.instrument_name)
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,35 @@
-"""The tables, as DDL for SQLite and PostgreSQL, and the schema version.
+"""The tables, as DDL for SQLite and PostgreSQL, the schema version, and the steps between versions.
 
 Uniqueness and single use live here, as keys the database enforces. The schema
-is created (or checked) by one explicit step, :meth:`Store.create_schema`, that
-is idempotent and safe when several processes run it at once; nothing on a
-request path runs DDL.
+is created, checked or migrated by one explicit step, when the store opens
+(``SQLiteBackend._create_schema``, ``PostgresBackend.open``): under a lock
+that makes processes take turns (BEGIN IMMEDIATE, an advisory lock), in one
+database transaction that also records the new version, so it is idempotent
+and safe when several processes run it at once; nothing on a request path
+runs DDL.
+
+Versions:
+
+1. The first schema.
+2. ``spc_credentials.instrument_id``: the card a credential was enrolled for
+   (docs/security.md H6). Credentials of a version-1 database get their
+   ``instrument_name`` as id, as enrolment links without an id do.
 """
 
 from __future__ import annotations
 
-# Bump on every change to the tables below, with a migration step in
-# ``Store.create_schema``. A database recording a version this code does not
-# know is refused at startup rather than misread.
-SCHEMA_VERSION = 1
+# Bump on every change to the tables below, with a step in MIGRATIONS. A
+# database recording a version this code does not know is refused at startup
+# rather than misread.
+SCHEMA_VERSION = 2
+
+
+class SchemaVersionError(Exception):
+    """The database records a schema version this code cannot read or migrate."""
+
+    def __init__(self, found: int) -> None:
+        super().__init__(found)
+        self.found = found
 
 # {blob}, {real}, {bool} and {id} are filled per dialect (see ``ddl``).
 _TABLES = """
@@ -40,6 +58,7 @@ CREATE TABLE IF NOT EXISTS spc_credentials (
     backed_up {bool} NOT NULL,
     instrument_name TEXT NOT NULL,
     instrument_icon TEXT NOT NULL,
+    instrument_id TEXT NOT NULL,
     enrolled_origin TEXT NOT NULL,
     nickname TEXT NOT NULL DEFAULT '',
     created_at {real} NOT NULL,
@@ -106,16 +125,46 @@ TABLES = ("spc_users", "spc_credentials", "spc_challenges", "spc_used_tokens", "
 
 
 def ddl(dialect: str) -> list[str]:
-    """The CREATE statements for one dialect, one statement a string, all IF NOT EXISTS."""
+    """The CREATE statements for one dialect, one statement a string, all IF NOT EXISTS.
+
+    On a database of an older version they create only the tables it lacks;
+    :func:`migrations` brings the existing ones up to date.
+    """
     text = _TABLES.format(**_TYPES[dialect])
     lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
     return [statement.strip() for statement in "\n".join(lines).split(";") if statement.strip()]
 
 
+# The statements that take a database from version N to N + 1, per dialect.
+MIGRATIONS: dict[int, dict[str, tuple[str, ...]]] = {
+    1: {
+        "sqlite": (
+            "ALTER TABLE spc_credentials ADD COLUMN instrument_id TEXT NOT NULL DEFAULT ''",
+            "UPDATE spc_credentials SET instrument_id = instrument_name WHERE instrument_id = ''",
+        ),
+        "postgresql": (
+            "ALTER TABLE spc_credentials ADD COLUMN IF NOT EXISTS instrument_id TEXT NOT NULL DEFAULT ''",
+            "UPDATE spc_credentials SET instrument_id = instrument_name WHERE instrument_id = ''",
+        ),
+    },
+}
+
+
+def migrations(dialect: str, found: int) -> list[str]:
+    """The statements that take a database recording version ``found`` to :data:`SCHEMA_VERSION`.
+
+    Empty when it is current; SchemaVersionError for a version this code does
+    not know (a newer spc-embed's, or none at all).
+    """
+    if not 1 <= found <= SCHEMA_VERSION:
+        raise SchemaVersionError(found)
+    return [statement for version in range(found, SCHEMA_VERSION) for statement in MIGRATIONS[version][dialect]]
+
+
 CREDENTIAL_COLUMNS = (
     "credential_id", "user_id", "public_key", "sign_count", "alg", "transports", "aaguid", "attestation_format",
-    "backup_eligible", "backed_up", "instrument_name", "instrument_icon", "enrolled_origin", "created_at",
-    "nickname", "last_used_at", "revoked_at",
+    "backup_eligible", "backed_up", "instrument_name", "instrument_icon", "instrument_id", "enrolled_origin",
+    "created_at", "nickname", "last_used_at", "revoked_at",
 )
 TRANSACTION_COLUMNS = (
     "tenant_id", "transaction_id", "user_id", "data_json", "data_hash", "challenge", "expected_json",

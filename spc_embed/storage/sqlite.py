@@ -34,17 +34,11 @@ from typing import Any
 
 from ..errors import InvalidRequest, SPCEmbedError, StorageUnavailable
 from .plans import ROW, ROWCOUNT, Plan, PlanFactory, Statement, sqlite_sql
-from .schema import SCHEMA_VERSION, ddl
+from .schema import SCHEMA_VERSION, ddl, migrations
 
 logger = logging.getLogger("spc_embed.storage")
 
 BUSY_TIMEOUT_MS = 5000  # another process holding the write lock: wait this long, then 503
-
-
-class SchemaVersionError(Exception):
-    def __init__(self, found: int) -> None:
-        super().__init__(found)
-        self.found = found
 
 
 def run_plan(conn: sqlite3.Connection, plan: Plan[Any]) -> Any:
@@ -143,7 +137,10 @@ class SQLiteBackend:
             if row is None:
                 conn.execute("INSERT INTO spc_schema (id, version) VALUES (1, ?)", (SCHEMA_VERSION,))
             elif row[0] != SCHEMA_VERSION:
-                raise SchemaVersionError(row[0])
+                # An older database: migrate it, and record the version, in this same transaction.
+                for statement in migrations("sqlite", row[0]):
+                    conn.execute(statement)
+                conn.execute("UPDATE spc_schema SET version = ? WHERE id = 1", (SCHEMA_VERSION,))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

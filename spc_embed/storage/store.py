@@ -39,8 +39,8 @@ from ..errors import (
 from ..transactions import EXPIRED, FAILED, PENDING, SUCCEEDED
 from .plans import Plan, PlanFactory, Refusal, execute, fetch_row, fetch_rows, placeholders
 from .records import Challenge, Credential, OptOut, TransactionRecord, User
-from .schema import CREDENTIAL_COLUMNS, SCHEMA_VERSION, TRANSACTION_COLUMNS
-from .sqlite import SchemaVersionError, SQLiteBackend, sqlite_path
+from .schema import CREDENTIAL_COLUMNS, SCHEMA_VERSION, TRANSACTION_COLUMNS, SchemaVersionError
+from .sqlite import SQLiteBackend, sqlite_path
 
 logger = logging.getLogger("spc_embed.storage")
 

@@ -63,7 +63,8 @@ def test_fallback_iframe_confirms_the_transaction(context: BrowserContext, page:
     assert message["source"] == "spc-embed" and message["type"] == "payment"
     assert message["transactionId"] == init["transaction_id"]
     claims = verify_result(sites, message["token"])
-    assert claims["trans"] == {"id": init["transaction_id"], "hash": init["transaction_hash"], "method": "fallback"}
+    assert claims["trans"] == {"id": init["transaction_id"], "hash": init["transaction_hash"], "method": "fallback",
+                               "instrument_id": "Test Card ****4242"}
     assert claims["sub"] == user_id and claims["aud"] == "merchant"
     assert claims["cred"] == init["publicKey"]["allowCredentials"][0]["id"]
     assert transaction_state(sites, init["transaction_id"]) == "succeeded"

@@ -198,7 +198,7 @@ def sites(test_ca: TestCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     with ServedApp.reserve("issuer.test", test_ca) as issuer_site, \
             ServedApp.reserve("merchant.test", test_ca) as host_site:
         issuer = make_issuer(database, mount_path=MOUNT, issuer_origin=issuer_site.origin,
-                             merchant_origin=host_site.origin)
+                             merchant_origin=host_site.origin, merchant_name="Host Shop")
         state = HostState()
         issuer_site.start(Starlette(routes=[Mount(MOUNT, app=issuer.app)], lifespan=issuer.lifespan))
         # The host's backend reaches the issuer at localhost: the .test names resolve in the browser only.
