@@ -46,11 +46,13 @@ def b64url_decode(value: object, *, field: str = "value") -> bytes:
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise InvalidRequest(f"duplicate JSON key {quoted(key)}")
-        result[key] = value
+    result = dict(pairs)  # built in C; only a duplicate makes it shorter
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise InvalidRequest(f"duplicate JSON key {quoted(key)}")
+            seen.add(key)
     return result
 
 
