@@ -202,3 +202,25 @@ def test_the_frame_fits_its_content_and_only_its_own_reports_count(context: Brow
         frame.evaluate("(height) => parent.postMessage({source: 'spc-embed', type: 'resize', height}, '*')", height)
         page.wait_for_timeout(100)
         assert frame_box(page)["iframe"] == expected, height
+
+
+def test_fit_issuer_frame_fits_a_frame_the_page_made_itself(context: BrowserContext, page: Page,
+                                                           sites: Sites) -> None:
+    # As a page that renders issuer_iframe() in its template and only loads the script to fit it.
+    add_virtual_authenticator(context, page)
+    page.set_viewport_size({"width": 320, "height": 700})
+    open_checkout(page, sites)
+    url, _ = enrollment_url(sites, user_id=unique("cardholder"))  # type: ignore[arg-type]
+    page.evaluate("""([url, issuer]) => {
+      const iframe = document.createElement("iframe");
+      iframe.src = url;
+      iframe.height = "200";
+      iframe.allow = `payment ${issuer}; publickey-credentials-create ${issuer}`;
+      document.getElementById("spc-slot").append(iframe);
+      window.spc.fitIssuerFrame(iframe);
+    }""", [url, sites.issuer_origin])
+    page.frame_locator("#spc-slot iframe").locator("#spc-enroll-button:enabled").wait_for()
+    page.wait_for_timeout(200)
+
+    box = frame_box(page)
+    assert abs(box["iframe"] - box["document"]) <= 1 and box["iframe"] > 200, box
