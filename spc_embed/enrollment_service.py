@@ -4,7 +4,11 @@ The issuer's backend mints a signed enrolment token for one user and one
 merchant origin (:meth:`~spc_embed.Issuer.enrollment_url`); the token is the
 only authority here. It must be authentic, unexpired, name a merchant still
 configured, and be unused; the registration challenge is bound to it, and the
-credential, the challenge and the token are consumed in one write.
+credential, the challenge and the token are consumed in one write. The
+ceremony must run in the issuer's iframe on that merchant's page
+(``crossOrigin`` true, ``topOrigin`` the token's merchant): a link opened
+top-level, outside the page it was minted for, enrols nothing
+(docs/security.md H8).
 """
 
 from __future__ import annotations
@@ -89,6 +93,8 @@ async def verify_enrollment(ctx: IssuerContext, token_value: str, credential: ob
         expected_origin=config.origin,
         allowed_top_origins=[token.merchant_origin],
         allowed_attestation_formats=config.allowed_attestation_formats,
+        # Enrolment runs in the iframe on the token's merchant page only, never top-level (H8).
+        require_cross_origin=True,
     )
     stored = Credential(
         credential_id=verified.credential_id, user_id=token.user_id, public_key=verified.public_key,
@@ -97,7 +103,7 @@ async def verify_enrollment(ctx: IssuerContext, token_value: str, credential: ob
         backup_eligible=verified.backup_eligible, backed_up=verified.backed_up,
         instrument_name=token.instrument_name, instrument_icon=token.instrument_icon,
         instrument_id=token.instrument_id or token.instrument_name,
-        enrolled_origin=verified.top_origin or config.origin, created_at=store.now(),
+        enrolled_origin=verified.top_origin or token.merchant_origin, created_at=store.now(),
     )
     await store.add_credential(stored, challenge=challenge.challenge, subject=token.token_id, token_id=token.token_id)
     return stored

@@ -207,13 +207,16 @@ def verify_registration(
     expected_algorithms: Collection[int] = SUPPORTED_ALGORITHMS,
     allowed_attestation_formats: Collection[str] = ("none", "packed"),
     require_user_verification: bool = True,
+    require_cross_origin: bool = False,
     attestation_root_certs: Mapping[str, Sequence[bytes]] | None = None,
 ) -> VerifiedRegistration:
     """Verify a RegistrationResponseJSON (a parsed JSON object) against what the options asked for.
 
     Raises :class:`InvalidRequest` for malformed input and :class:`RegistrationError`
-    for a failed check, each with a stable ``code``. ``attestation_root_certs``
-    maps an attestation format to PEM roots its x5c chain must lead to.
+    for a failed check, each with a stable ``code``. ``require_cross_origin``
+    refuses a ceremony that did not run in a frame (then ``topOrigin`` is always
+    one of ``allowed_top_origins``). ``attestation_root_certs`` maps an
+    attestation format to PEM roots its x5c chain must lead to.
     """
     raw_id, client_data_json, attestation_object, transports = _parse_credential(credential)
     # §7.1: let C be the client data parsed from clientDataJSON (UTF-8, strict JSON).
@@ -223,6 +226,10 @@ def verify_registration(
         client_data, expected_type="webauthn.create", expected_challenge=expected_challenge,
         expected_origins=(expected_origin,), allowed_top_origins=allowed_top_origins, error=RegistrationError,
     )
+    # Policy: a ceremony required to run in a frame (the enrolment iframe, docs/security.md H8) is cross-origin.
+    if require_cross_origin and client_data.cross_origin is not True:
+        raise RegistrationError("clientDataJSON.crossOrigin must be true: enrolment runs in the issuer's iframe on "
+                                "the merchant page the link was minted for", code="cross_origin_required")
     # §7.1: CBOR-decode attestationObject into fmt, authData and attStmt.
     fmt, att_stmt, ad = _parse_attestation_object(attestation_object)
     # Policy: the credential the browser names is the one the authenticator attested.

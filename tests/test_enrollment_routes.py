@@ -227,13 +227,20 @@ def test_options_exclude_existing_credentials_and_keep_the_user_handle(client: T
     assert second_options["challenge"] != first_options["challenge"]
 
 
-def test_same_origin_enrolment_records_the_issuer_origin(client: TestClient, issuer: Issuer) -> None:
-    # The issuer's own page (not framed) is a legitimate place to enrol too.
+@pytest.mark.parametrize("cross_origin", [False, None], ids=["cross-origin-false", "cross-origin-absent"])
+def test_h8_a_top_level_enrolment_is_refused_and_the_link_stays_usable_in_its_frame(
+        client: TestClient, issuer: Issuer, cross_origin: bool | None) -> None:
+    # Decided: enrolment runs in the issuer iframe on the token's merchant page only (README, docs/security.md
+    # H8). The link opened top-level on the issuer's origin (a leaked link, outside the merchant's page) enrols
+    # nothing, and leaves the link for the page it was minted for.
     token = mint(issuer)
-    response = verify(client, token, create(get_options(client, token), cross_origin=False, top_origin=None))
+    response = verify(client, token, create(get_options(client, token), cross_origin=cross_origin, top_origin=None))
 
-    assert response.status_code == 200, response.text
-    assert stored_credentials(issuer)[0].enrolled_origin == ISSUER_ORIGIN
+    assert response.status_code == 400 and response.json()["code"] == "cross_origin_required", response.text
+    assert stored_credentials(issuer) == []
+    framed = verify(client, token, create(get_options(client, token)))
+    assert framed.status_code == 200, framed.text
+    assert stored_credentials(issuer)[0].enrolled_origin == MERCHANT_ORIGIN
 
 
 # W1: framing and permissions

@@ -103,6 +103,14 @@ def test_positive_same_origin_registration_has_no_top_origin() -> None:
     assert verify(credential, challenge).top_origin is None
 
 
+@pytest.mark.parametrize("cross_origin", [False, None])
+def test_h8_require_cross_origin_refuses_a_top_level_ceremony(cross_origin: bool | None) -> None:
+    credential, challenge, _ = register(cross_origin=cross_origin, top_origin=None)
+    rejected(credential, challenge, "cross_origin_required", require_cross_origin=True)
+    framed, framed_challenge, _ = register()
+    assert verify(framed, framed_challenge, require_cross_origin=True).top_origin == MERCHANT
+
+
 def test_positive_unknown_client_data_keys_and_authenticator_extensions_accepted() -> None:
     credential, challenge, _ = register(
         attestation="packed", extra_client_data={"other_keys_can_be_added_here": "do not compare", "x": {"y": 1}},
