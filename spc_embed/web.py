@@ -56,7 +56,9 @@ async def handle_http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     codes = {404: "not_found", 405: "method_not_allowed"}
     body = {"code": codes.get(status, "http_error"), "message": str(getattr(exc, "detail", "error"))}
-    return JSONResponse(body, status_code=status, headers=JSON_HEADERS)
+    # Keep the exception's own headers: the router's 405 carries the Allow that RFC 9110 requires.
+    headers = {**(getattr(exc, "headers", None) or {}), **JSON_HEADERS}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def handle_unexpected_error(request: Request, exc: Exception) -> Response:

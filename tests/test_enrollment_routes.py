@@ -429,7 +429,9 @@ def test_w6_post_without_token_refused(client: TestClient, path: str) -> None:
 
 @pytest.mark.parametrize("path", ["/enroll/options", "/enroll/verify"])
 def test_w6_get_on_post_endpoints_refused(client: TestClient, path: str) -> None:
-    assert_error(client.get(path), 405, "method_not_allowed")
+    response = client.get(path)
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "POST"  # RFC 9110 §15.5.6: a 405 says what is allowed
 
 
 # R2: the challenge is ours, live, unused and bound to this very enrolment token
