@@ -22,7 +22,9 @@ it skips chain validation entirely and only checks the signature against the
 leaf certificate the client sent, which is no more trustworthy than self
 attestation. py_webauthn adds its bundled roots for ``apple`` and
 ``android-key``/``android-safetynet`` only, and does not check the packed
-certificate requirements (§8.2.1) or its AAGUID extension.
+certificate requirements (§8.2.1) or its AAGUID extension, so a ``packed``
+statement with ``x5c`` is checked here too, with or without roots
+(:func:`check_packed_attestation_certificate`, docs/security.md H9).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID, ObjectIdentifier
 from webauthn.helpers.parse_attestation_statement import parse_attestation_statement
 from webauthn.registration.formats.android_key import verify_android_key
 from webauthn.registration.formats.android_safetynet import verify_android_safetynet
@@ -55,6 +59,10 @@ SUPPORTED_ALGORITHMS = (ES256, RS256)
 KNOWN_TRANSPORTS = frozenset({"ble", "hybrid", "internal", "nfc", "smart-card", "usb"})
 MAX_TRANSPORTS = 8  # Policy: the enum has six values; longer lists are not from a browser
 MIN_CREDENTIAL_ID_LENGTH = 16  # Policy: shorter ids cannot be probabilistically unique
+
+# §8.2.1: id-fido-gen-ce-aaguid, the AAGUID of the authenticator model in an attestation certificate.
+ID_FIDO_GEN_CE_AAGUID = ObjectIdentifier("1.3.6.1.4.1.45724.1.1.4")
+PACKED_ATTESTATION_OU = "Authenticator Attestation"
 
 # Formats py_webauthn verifies with the same keyword arguments.
 _PY_WEBAUTHN_VERIFIERS = {
@@ -288,4 +296,64 @@ def _verify_attestation(
             signed = ad.raw + hashlib.sha256(client_data_json).digest()
             verify_signature(public_key, alg, att_stmt["sig"], signed, error=RegistrationError)
             return
+        # §8.2: verify that attestnCert meets §8.2.1 and that its AAGUID extension, if any, is authData's
+        # (before py_webauthn, which checks the signature and, given roots, the chain, but neither of these).
+        check_packed_attestation_certificate(att_stmt["x5c"][0], aaguid=ad.aaguid)
     _verify_with_py_webauthn(fmt, att_stmt, attestation_object, client_data_json, ad, roots)
+
+
+def _invalid_certificate(message: str) -> RegistrationError:
+    return RegistrationError(f"packed attestation certificate: {message}", code="invalid_attestation_statement")
+
+
+def _one_attribute(subject: x509.Name, oid: ObjectIdentifier, label: str) -> str:
+    values = subject.get_attributes_for_oid(oid)
+    if len(values) != 1 or not isinstance(values[0].value, str) or not values[0].value.strip():
+        raise _invalid_certificate(f"the subject must have exactly one non-empty {label}")
+    return values[0].value
+
+
+def check_packed_attestation_certificate(certificate: bytes, *, aaguid: bytes) -> None:
+    """WebAuthn L3 §8.2.1 "Certificate Requirements for Packed Attestation Statements", and §8.2's AAGUID step.
+
+    py_webauthn verifies the signature (and the chain, given roots) but none of
+    this, whether roots are configured or not (docs/security.md H9).
+    """
+    try:
+        cert = x509.load_der_x509_certificate(certificate)
+        subject, extensions = cert.subject, cert.extensions
+    except ValueError as exc:  # not DER, or an extension encoded against DER (an explicit default, ...)
+        raise _invalid_certificate(f"it cannot be parsed as DER X.509 ({exc})") from exc
+    # §8.2.1: Version MUST be set to 3.
+    if cert.version != x509.Version.v3:
+        raise _invalid_certificate(f"version {cert.version.name}, expected v3")
+    # §8.2.1: Subject C (the vendor's country), O (the vendor), OU "Authenticator Attestation", CN.
+    country = _one_attribute(subject, NameOID.COUNTRY_NAME, "C (country)")
+    if len(country) != 2:
+        raise _invalid_certificate(f"subject C {country!r} is not an ISO 3166 country code")
+    _one_attribute(subject, NameOID.ORGANIZATION_NAME, "O (the authenticator vendor)")
+    unit = _one_attribute(subject, NameOID.ORGANIZATIONAL_UNIT_NAME, "OU")
+    if unit != PACKED_ATTESTATION_OU:
+        raise _invalid_certificate(f"subject OU {unit[:64]!r}, expected {PACKED_ATTESTATION_OU!r}")
+    _one_attribute(subject, NameOID.COMMON_NAME, "CN")
+    # §8.2.1: the Basic Constraints extension MUST have the CA component set to false (absent: false, X.509's default).
+    try:
+        constraints = extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is not None and constraints.ca:
+        raise _invalid_certificate("Basic Constraints CA is true: an attestation certificate is not a CA")
+    # §8.2.1 / §8.2: id-fido-gen-ce-aaguid, when present, is not critical and is authData's AAGUID, as a
+    # 16-byte OCTET STRING (DER 04 10 || AAGUID inside the extension value).
+    try:
+        extension = extensions.get_extension_for_oid(ID_FIDO_GEN_CE_AAGUID)
+    except x509.ExtensionNotFound:
+        return
+    if extension.critical:
+        raise _invalid_certificate("the id-fido-gen-ce-aaguid extension must not be critical")
+    value = extension.value.value if isinstance(extension.value, x509.UnrecognizedExtension) else b""
+    if len(value) != 18 or value[:2] != b"\x04\x10":
+        raise _invalid_certificate("the id-fido-gen-ce-aaguid extension is not a 16-byte OCTET STRING")
+    if value[2:] != aaguid:
+        raise _invalid_certificate(f"id-fido-gen-ce-aaguid {value[2:].hex()} differs from the AAGUID in "
+                                   f"authenticatorData {aaguid.hex()}")
