@@ -93,6 +93,13 @@ class Conflict(SPCEmbedError):
     status = 409
 
 
+class UnsupportedMediaType(InvalidRequest):
+    """A body in a content type the endpoint does not take (RFC 9110 §15.5.16)."""
+
+    code = "unsupported_media_type"
+    status = 415
+
+
 class PayloadTooLarge(SPCEmbedError):
     code = "payload_too_large"
     status = 413

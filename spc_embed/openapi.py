@@ -8,9 +8,14 @@ The static widget files (``/widget/...``) are not API and are left out.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from .context import IssuerContext
+from .transactions import (
+    AMOUNT_PATTERN, MAX_LOGOS, MAX_SAFE_INTEGER, MAX_TEXT_LENGTH, MAX_TRANSACTION_ID_LENGTH, MAX_USER_ID_LENGTH,
+    is_payee_origin,
+)
 
 EXAMPLE_TRANSACTION_DATA = {
     "amount": "100.00",
@@ -46,12 +51,33 @@ def _json(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
     return {"content": {"application/json": content}}
 
 
+REASONS = {400: "Malformed input or a failed verification", 401: "Missing, wrong or revoked API key (or link)",
+           403: "Origin not allowed", 404: "Not found (also for another merchant's transaction)",
+           409: "Duplicate transaction id, or the transaction is no longer pending",
+           413: "Body larger than max_body_bytes", 415: "The body is not application/json",
+           503: "storage_unavailable: the database does not answer; nothing was written. Retry after Retry-After "
+                "seconds"}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}}
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
-    reasons = {400: "Malformed input or a failed verification", 401: "Missing, wrong or revoked API key",
-               403: "Origin not allowed", 404: "Not found (also for another merchant's transaction)",
-               409: "Duplicate transaction id, or the transaction is no longer pending",
-               413: "Body larger than max_body_bytes"}
-    return {str(s): {"description": reasons[s], **_json(_ref("Error"))} for s in statuses}
+    """JSON errors; every operation that uses the database also answers 503, every one with a body 413 and 415."""
+    return {str(s): {"description": REASONS[s], **_json(_ref("Error")),
+                     **({"headers": _RETRY_AFTER} if s == 503 else {})} for s in statuses}
+
+
+def _html_errors(*statuses: int) -> dict[str, Any]:
+    """The iframe pages answer their errors as pages, in the frame, with the status of the error."""
+    return {str(s): {"description": REASONS[s], "content": {"text/html": {"schema": _STRING}},
+                     **({"headers": _RETRY_AFTER} if s == 503 else {})} for s in statuses}
+
+
+def _identifier(max_length: int, description: str | None = None) -> dict[str, Any]:
+    """What spc_embed.text.storable_text accepts: not blank, bounded, no control characters (H2)."""
+    schema: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": _STORABLE}
+    if description:
+        schema["description"] = description
+    return schema
 
 
 def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +89,8 @@ MERCHANT_KEY_OR_ORIGIN = [{"apiKey": []}, {"bearer": []}, {}]
 
 _STRING = {"type": "string"}
 _NULLABLE_STRING = {"type": ["string", "null"]}
+# No C0/C1 control character or DEL anywhere, and one character that is not white space (storable_text, H2).
+_STORABLE = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -73,10 +101,12 @@ SCHEMAS: dict[str, Any] = {
     "TransactionData": {
         "type": "object", "required": ["amount", "currency"],
         "description": "Free-form members are kept and hashed; non-integer numbers are refused. "
-                       "At least one of payee_name and payee_origin. The hash is SHA-256 over the RFC 8785 "
-                       "serialization, base64url.",
+                       "At least one of payee_name and payee_origin, naming one payee: the calling merchant "
+                       "(its name, one of its origins) or one of its configured payees. The hash is SHA-256 over "
+                       "the RFC 8785 serialization, base64url.",
+        "anyOf": [{"required": ["payee_name"]}, {"required": ["payee_origin"]}],
         "properties": {
-            "amount": {"type": "string", "pattern": r"^(0|[1-9][0-9]{0,14})(\.[0-9]{1,4})?$",
+            "amount": {"type": "string", "pattern": f"^{AMOUNT_PATTERN.pattern}$",
                        "description": "Canonical decimal; the SPC total.value must be this exact string"},
             "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
             "payee_name": {"type": "string", "description": "The merchant's configured name, or the name of one of "
@@ -86,24 +116,37 @@ SCHEMAS: dict[str, Any] = {
                                                               "payee named (else 400 payee_not_allowed)"},
             "merchant_origin": {"type": "string",
                                 "description": "The page that calls SPC; required when the merchant has several"},
-            "payment_entities_logos": {"type": "array", "items": {
-                "type": "object", "required": ["url", "label"],
-                "properties": {"url": _STRING, "label": _STRING}}},
+            "payment_entities_logos": {"type": "array", "maxItems": MAX_LOGOS, "items": {
+                "type": "object", "required": ["url", "label"], "additionalProperties": False,
+                "properties": {"url": {"type": "string", "minLength": 1, "maxLength": 64 * 1024,
+                                       "pattern": "^(https://|data:image/)"},
+                               "label": _identifier(MAX_TEXT_LENGTH)}}},
         },
-        "additionalProperties": True,
+        "additionalProperties": _ref("TransactionValue"),
+    },
+    "TransactionValue": {
+        "description": "A free-form value of transaction_data: JSON nested at most 8 levels, the whole "
+                       "transaction_data at most 16 KiB canonical. Numbers are refused unless written as integers "
+                       f"(no fraction, no exponent: 17, not 17.0) within ±{MAX_SAFE_INTEGER}; JSON Schema cannot "
+                       "tell 17 from 17.0, so this schema leaves numbers out: send amounts and the like as strings.",
+        "anyOf": [
+            {"type": ["string", "boolean", "null"]},
+            {"type": "array", "maxItems": 16, "items": _ref("TransactionValue")},
+            {"type": "object", "maxProperties": 16, "additionalProperties": _ref("TransactionValue")},
+        ],
     },
     "InitializeRequest": {
         "type": "object", "required": ["user_id", "transaction_id", "transaction_data"],
         "properties": {
-            "user_id": {"type": "string", "maxLength": 255},
-            "transaction_id": {"type": "string", "maxLength": 128, "description": "Unique per merchant"},
+            "user_id": _identifier(MAX_USER_ID_LENGTH),
+            "transaction_id": _identifier(MAX_TRANSACTION_ID_LENGTH, "Unique per merchant"),
             "transaction_data": _ref("TransactionData"),
             "show_opt_out": {"type": "boolean", "default": False},
             "locale": {"type": "string", "maxLength": 35, "pattern": "^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8}){0,4}$",
                        "description": "The cardholder's language (a language tag such as \"de\" or \"fr-CH\"), "
                                       "for the fallback frame; without it, or without a catalog for it, the "
                                       "frame follows the browser's Accept-Language, else the issuer's default"},
-            "instrument_id": {"type": "string", "maxLength": 255,
+            "instrument_id": {**_identifier(255),
                               "description": "The card this payment is for (the id the issuer gave it in the "
                                              "enrolment link): only its credentials are offered, with its name and "
                                              "art, and the result token names it. Optional when the user has one "
@@ -168,7 +211,8 @@ SCHEMAS: dict[str, Any] = {
     "FinalizeRequest": {
         "oneOf": [
             {"type": "object", "required": ["transaction_id", "credential"],
-             "properties": {"transaction_id": _STRING, "credential": _ref("AuthenticationResponseJSON")}},
+             "properties": {"transaction_id": _identifier(MAX_TRANSACTION_ID_LENGTH),
+                            "credential": _ref("AuthenticationResponseJSON")}},
             {**_ref("AuthenticationResponseJSON"),
              "description": "Hanko Passkey API shape: the transaction is found by the challenge"},
         ],
@@ -182,9 +226,9 @@ SCHEMAS: dict[str, Any] = {
     "OptOutRequest": {
         "type": "object", "required": ["transaction_id"],
         "properties": {
-            "transaction_id": _STRING,
-            "opt_out_token": {"type": "string", "maxLength": 128,
-                              "description": "initialize's opt_out_token; required without an API key"},
+            "transaction_id": _identifier(MAX_TRANSACTION_ID_LENGTH),
+            "opt_out_token": {"description": "initialize's opt_out_token, a string of at most 128 characters; "
+                                             "required without an API key, ignored with one"},
         },
     },
     "OptOutResponse": {"type": "object", "required": ["outcome", "transaction_id"],
@@ -196,7 +240,8 @@ SCHEMAS: dict[str, Any] = {
             "state": {"enum": ["pending", "succeeded", "failed", "expired"]},
             "failure_reason": _NULLABLE_STRING, "method": {"enum": ["spc", "fallback", None]},
             "credential_id": _NULLABLE_STRING, "merchant_origin": _STRING, "instrument_id": _NULLABLE_STRING,
-            "transaction_data": _ref("TransactionData"), "transaction_hash": _STRING,
+            "transaction_data": {"type": "object", "description": "As initialize received it (TransactionData)"},
+            "transaction_hash": _STRING,
             "created_at": {"type": "number"}, "expires_at": {"type": "number"},
             "finalized_at": {"type": ["number", "null"]}, "browser_bound_public_key": _NULLABLE_STRING,
         },
@@ -216,16 +261,18 @@ SCHEMAS: dict[str, Any] = {
     "CredentialList": {"type": "object", "required": ["credentials"],
                        "properties": {"credentials": {"type": "array", "items": _ref("Credential")}}},
     "RenameCredentialRequest": {"type": "object", "required": ["name"],
-                                "properties": {"name": {"type": "string", "maxLength": 255}}},
+                                "properties": {"name": {"type": "string", "maxLength": MAX_TEXT_LENGTH,
+                                                        "pattern": r"^[^\x00-\x1f\x7f-\x9f]*$",
+                                                        "description": "Empty clears it; no control characters"}}},
     "JWKS": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array", "items": {
         "type": "object", "required": ["kty", "crv", "x", "y", "kid", "alg", "use"]}}}},
     "EnrollmentRequest": {"type": "object", "required": ["token"],
-                          "properties": {"token": _STRING, "credential": {"type": "object"}}},
+                          "properties": {"token": _identifier(4096), "credential": {"type": "object"}}},
 }
 
 
 def _paths() -> dict[str, Any]:
-    user_id = {"name": "user_id", "in": "query", "required": True, "schema": _STRING}
+    user_id = {"name": "user_id", "in": "query", "required": True, "schema": _identifier(MAX_USER_ID_LENGTH)}
     credential_id = {"name": "credential_id", "in": "path", "required": True, "schema": _STRING,
                      "description": "base64url credential id"}
     cors_preflight = {
@@ -244,7 +291,7 @@ def _paths() -> dict[str, Any]:
                 "user_id": "customer-42", "transaction_id": "order-1042", "transaction_data": EXAMPLE_TRANSACTION_DATA,
             })},
             "responses": {**_ok("Options for SPC and for WebAuthn", _ref("InitializeResponse")),
-                          **_errors(400, 401, 409, 413)},
+                          **_errors(400, 401, 409, 413, 415, 503)},
         }},
         "/transaction/finalize": {
             "post": {
@@ -257,7 +304,7 @@ def _paths() -> dict[str, Any]:
                     "transaction_id": "order-1042", "credential": EXAMPLE_CREDENTIAL,
                 })},
                 "responses": {**_ok("The signed result", _ref("TokenResponse")),
-                              **_errors(400, 401, 403, 404, 409, 413)},
+                              **_errors(400, 401, 403, 404, 409, 413, 415, 503)},
             },
             "options": cors_preflight,
         },
@@ -273,29 +320,31 @@ def _paths() -> dict[str, Any]:
                                "nothing about which transactions exist.",
                 "security": MERCHANT_KEY_OR_ORIGIN,
                 "requestBody": {"required": True, **_json(_ref("OptOutRequest"), {"transaction_id": "order-1042"})},
-                "responses": {**_ok("Recorded", _ref("OptOutResponse")), **_errors(400, 401, 403, 404, 409)},
+                "responses": {**_ok("Recorded", _ref("OptOutResponse")),
+                              **_errors(400, 401, 403, 404, 409, 413, 415, 503)},
             },
             "options": cors_preflight,
         },
         "/transactions": {"get": {
             "summary": "A user's transactions (a merchant key sees its own, the admin key all)",
             "security": MERCHANT_KEY, "parameters": [user_id],
-            "responses": {**_ok("Newest first", _ref("TransactionList")), **_errors(400, 401)},
+            "responses": {**_ok("Newest first", _ref("TransactionList")), **_errors(400, 401, 503)},
         }},
         "/credentials": {"get": {
             "summary": "A user's active credentials (admin key)",
             "security": MERCHANT_KEY, "parameters": [user_id],
-            "responses": {**_ok("Oldest first", _ref("CredentialList")), **_errors(400, 401)},
+            "responses": {**_ok("Oldest first", _ref("CredentialList")), **_errors(400, 401, 503)},
         }},
         "/credentials/{credential_id}": {
             "patch": {
                 "summary": "Rename a credential (admin key)", "security": MERCHANT_KEY, "parameters": [credential_id],
                 "requestBody": {"required": True, **_json(_ref("RenameCredentialRequest"), {"name": "Work laptop"})},
-                "responses": {**_ok("The renamed credential", _ref("Credential")), **_errors(400, 401, 404)},
+                "responses": {**_ok("The renamed credential", _ref("Credential")),
+                              **_errors(400, 401, 404, 413, 415, 503)},
             },
             "delete": {
                 "summary": "Revoke a credential (admin key)", "security": MERCHANT_KEY, "parameters": [credential_id],
-                "responses": {"204": {"description": "Revoked"}, **_errors(401, 404)},
+                "responses": {"204": {"description": "Revoked"}, **_errors(400, 401, 404, 503)},
             },
         },
         "/.well-known/jwks.json": {"get": {
@@ -315,38 +364,76 @@ def _paths() -> dict[str, Any]:
         }},
         "/pay": {"get": {
             "summary": "Fallback iframe page for one transaction (HTML)", "security": [],
-            "parameters": [{"name": "handle", "in": "query", "required": True, "schema": _STRING}],
+            "parameters": [{"name": "handle", "in": "query", "required": True, "schema": _identifier(4096)}],
             "responses": {"200": {"description": "HTML page, framable only by the transaction's merchant",
-                                  "content": {"text/html": {"schema": _STRING}}}},
+                                  "content": {"text/html": {"schema": _STRING}}},
+                          **_html_errors(400, 401, 404, 409, 503)},
         }},
         "/pay/finalize": {"post": {
             "summary": "Complete a transaction from the fallback iframe (webauthn.get, Origin: the issuer)",
             "security": [],
             "requestBody": {"required": True, **_json({
                 "type": "object", "required": ["handle", "credential"],
-                "properties": {"handle": _STRING, "credential": _ref("AuthenticationResponseJSON")},
+                "properties": {"handle": _identifier(4096), "credential": _ref("AuthenticationResponseJSON")},
             }, {"handle": "<from fallback_url>", "credential": EXAMPLE_CREDENTIAL})},
             "responses": {**_ok("The signed result, for the iframe to post to the merchant page",
-                                _ref("TokenResponse")), **_errors(400, 401, 403, 404, 409)},
+                                _ref("TokenResponse")), **_errors(400, 401, 403, 404, 409, 413, 415, 503)},
         }},
         "/enroll": {"get": {
             "summary": "Enrolment iframe page (HTML)", "security": [],
-            "parameters": [{"name": "token", "in": "query", "required": True, "schema": _STRING}],
-            "responses": {"200": {"description": "HTML page", "content": {"text/html": {"schema": _STRING}}}},
+            "parameters": [{"name": "token", "in": "query", "required": True, "schema": _identifier(4096)}],
+            "responses": {"200": {"description": "HTML page", "content": {"text/html": {"schema": _STRING}}},
+                          **_html_errors(400, 401, 409, 503)},
         }},
         "/enroll/options": {"post": {
             "summary": "Registration options for the enrolment iframe (Origin: the issuer)", "security": [],
             "requestBody": {"required": True, **_json(_ref("EnrollmentRequest"), {"token": "<enrolment token>"})},
             "responses": {**_ok("PublicKeyCredentialCreationOptionsJSON", {"type": "object"}),
-                          **_errors(400, 401, 403)},
+                          **_errors(400, 401, 403, 409, 413, 415, 503)},
         }},
         "/enroll/verify": {"post": {
             "summary": "Verify and store the new credential (Origin: the issuer)", "security": [],
             "requestBody": {"required": True, **_json(_ref("EnrollmentRequest"), {
                 "token": "<enrolment token>", "credential": {}})},
-            "responses": {**_ok("Enrolled", {"type": "object"}), **_errors(400, 401, 403, 409)},
+            "responses": {**_ok("Enrolled", {"type": "object"}), **_errors(400, 401, 403, 409, 413, 415, 503)},
         }},
     }
+
+
+def _payee_rules(ctx: IssuerContext) -> dict[str, Any]:
+    """TransactionData's payee members, stated for this issuer: each payee a merchant may show (H7) is a name and
+    its origins. One document serves every merchant, so it lists them all; the API takes only the caller's own."""
+    payees: list[tuple[str | None, tuple[str, ...]]] = []
+    for merchant in ctx.config.merchants:
+        payees.append((merchant.name or None, tuple(o for o in merchant.origins if is_payee_origin(o))))
+        payees.extend((payee.name, (payee.origin,) if payee.origin else ()) for payee in merchant.payees)
+    # A name without an origin, or the reverse, is not a payee of its own: the other member is then left out.
+    choices = []
+    for name, origins in payees:
+        properties: dict[str, Any] = {
+            "payee_name": {"const": name} if name else False,
+            "payee_origin": {"enum": list(origins)} if origins else False,
+        }
+        choices.append({"properties": properties})
+    schema = copy.deepcopy(SCHEMAS["TransactionData"])
+    schema["allOf"] = [{"anyOf": choices}]
+    origins = sorted({origin for merchant in ctx.config.merchants for origin in merchant.origins})
+    schema["properties"]["merchant_origin"] = {**schema["properties"]["merchant_origin"], "enum": origins}
+    return schema
+
+
+def _with_own_example(paths: dict[str, Any], ctx: IssuerContext) -> dict[str, Any]:
+    """initialize's example names this issuer's first merchant as the payee, so that it is accepted as written."""
+    merchant = ctx.config.merchants[0]
+    payee = {"payee_name": merchant.name} if merchant.name else {}
+    payee.update({"payee_origin": o for o in merchant.origins[:1] if is_payee_origin(o)})
+    if payee:
+        content = paths["/transaction/initialize"]["post"]["requestBody"]["content"]["application/json"]
+        example = copy.deepcopy(content["example"])
+        data = {k: v for k, v in example["transaction_data"].items() if k not in ("payee_name", "payee_origin")}
+        example["transaction_data"] = {**data, **payee}
+        content["example"] = example
+    return paths
 
 
 def openapi_document(ctx: IssuerContext) -> dict[str, Any]:
@@ -361,9 +448,9 @@ def openapi_document(ctx: IssuerContext) -> dict[str, Any]:
                            "{code, message} with a stable code.",
         },
         "servers": [{"url": ctx.base_url}],
-        "paths": _paths(),
+        "paths": _with_own_example(_paths(), ctx),
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, "TransactionData": _payee_rules(ctx)},
             "securitySchemes": {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "apiKey"},
                 "bearer": {"type": "http", "scheme": "bearer"},

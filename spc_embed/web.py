@@ -18,12 +18,13 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .api_keys import presented_key
 from .context import IssuerContext
 from .encoding import loads_json
-from .errors import Forbidden, InvalidRequest, PayloadTooLarge, SPCEmbedError, StorageUnavailable
+from .errors import Forbidden, InvalidRequest, PayloadTooLarge, SPCEmbedError, StorageUnavailable, UnsupportedMediaType
 from .text import quoted, storable_text
 
 logger = logging.getLogger("spc_embed")
@@ -58,7 +59,20 @@ async def handle_http_error(request: Request, exc: Exception) -> Response:
     body = {"code": codes.get(status, "http_error"), "message": str(getattr(exc, "detail", "error"))}
     # Keep the exception's own headers: the router's 405 carries the Allow that RFC 9110 requires.
     headers = {**(getattr(exc, "headers", None) or {}), **JSON_HEADERS}
+    if status == 405:
+        headers["Allow"] = allowed_methods(request)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the path answers to. Starlette's router names only the first route that matched the path,
+    and this app serves some paths with one route per method (a POST and its CORS preflight)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
 
 
 async def handle_unexpected_error(request: Request, exc: Exception) -> Response:
@@ -113,7 +127,7 @@ async def read_json(request: Request, *, max_bytes: int) -> Any:
     """Read a JSON body strictly, refusing it as soon as it passes ``max_bytes``."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
-        raise InvalidRequest("the request body must be application/json", code="unsupported_media_type")
+        raise UnsupportedMediaType("the request body must be application/json")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"the request body is larger than {max_bytes} bytes")

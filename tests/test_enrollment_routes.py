@@ -755,7 +755,7 @@ def test_wrong_content_type_rejected(client: TestClient, issuer: Issuer, path: s
         headers["Content-Type"] = content_type
     body = json.dumps({"token": mint(issuer)}).encode()
 
-    assert_error(client.post(path, content=body, headers=headers), 400, "unsupported_media_type")
+    assert_error(client.post(path, content=body, headers=headers), 415, "unsupported_media_type")
 
 
 def test_content_type_with_charset_accepted(client: TestClient, issuer: Issuer) -> None:

@@ -351,7 +351,7 @@ def test_initialize_refuses_malformed_bodies(bank, body, code: str) -> None:
 def test_initialize_refuses_other_media_types_and_huge_bodies(bank) -> None:
     response = bank.client.post("/transaction/initialize", content="{}", headers={"apiKey": API_KEY,
                                                                                  "Content-Type": "text/plain"})
-    assert error(response) == (400, "unsupported_media_type")
+    assert error(response) == (415, "unsupported_media_type")
     huge = {"user_id": "alice", "transaction_id": "t", "transaction_data": {**TRANSACTION_DATA, "x": "y" * 70_000}}
     assert error(bank.client.post("/transaction/initialize", json=huge, headers={"apiKey": API_KEY})) == \
         (413, "payload_too_large")
