@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -52,6 +52,14 @@ from spc_embed.encoding import b64url_decode, b64url_encode
 from spc_embed.headers import frame_ancestors
 
 HERE = Path(__file__).resolve().parent
+
+
+async def favicon(request: Request) -> Response:
+    """Browsers ask every site for /favicon.ico; the pages also name this icon in a <link rel="icon">."""
+    return FileResponse(HERE / "static" / "favicon.svg", media_type="image/svg+xml",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+
 MOUNT_PATH = "/spc"
 SHOP_ID = "demo-shop"
 DEMO_ONE_TIME_CODE = "123456"
@@ -151,12 +159,14 @@ class Bank:
             Route("/api/step-ups/{step_up_id}", self.step_up_result, methods=["GET"]),
             Route("/step-up/{step_up_id}", self.step_up_page, methods=["GET", "POST"]),
             Mount(MOUNT_PATH, app=self.issuer.app),
+            Route("/favicon.ico", favicon),
             Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
         ], lifespan=self.issuer.lifespan)  # Starlette runs no mounted app's lifespan: the bank runs the issuer's
 
     @property
     def card_icon_url(self) -> str:
-        return self.issuer.url("/widget/card.png")
+        # The demo card's own art (a Visa, as its name says), not the package's generic card.
+        return f"{self.origin}/static/card.png"
 
     @property
     def api_url(self) -> str:
@@ -232,7 +242,8 @@ class Bank:
             elif step_up.attempts >= STEP_UP_ATTEMPTS:
                 step_up.status = "failed"
             else:
-                error = f"That code is not right. {STEP_UP_ATTEMPTS - step_up.attempts} attempt(s) left."
+                left = STEP_UP_ATTEMPTS - step_up.attempts
+                error = f"That code is not right. {left} {'attempt' if left == 1 else 'attempts'} left."
         response = templates.TemplateResponse(request, "bank/step_up.html", {
             "step_up": step_up,
             "cardholder": self.cardholder,

@@ -36,7 +36,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -44,6 +44,14 @@ from starlette.templating import Jinja2Templates
 from spc_embed.merchant import SPCMerchantMiddleware
 
 HERE = Path(__file__).resolve().parent
+
+
+async def favicon(request: Request) -> Response:
+    """Browsers ask every site for /favicon.ico; the pages also name this icon in a <link rel="icon">."""
+    return FileResponse(HERE / "static" / "favicon.svg", media_type="image/svg+xml",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+
 templates = Jinja2Templates(directory=HERE / "templates")
 
 CURRENCY = "EUR"
@@ -367,6 +375,7 @@ def create_shop(*, origin: str, bank: BankConnection, session_key: str) -> Starl
             Route("/api/orders/{order_id}/token", api(fallback_token), methods=["POST"]),
             Route("/api/orders/{order_id}/step-up", api(start_step_up), methods=["POST"]),
             Route("/api/orders/{order_id}/step-up/result", api(step_up_result), methods=["POST"]),
+            Route("/favicon.ico", favicon),
             Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
         ],
         middleware=[

@@ -18,12 +18,6 @@ const METHODS = {
   fallback: "this device, in your bank's frame",
   "one-time code": "a one-time code from your bank",
 };
-const ENROLMENT_TEXT = {
-  enrolled: "This device is set up: next time, confirm with your fingerprint, face or screen lock.",
-  already_enrolled: "This device is already set up with your bank.",
-  cancelled: "Set-up was cancelled. You can try again in the frame above.",
-};
-
 let current = null; // {order, init} of the payment in progress
 
 // The status line is a live region (role="status", in the page from the start): what is put in
@@ -201,10 +195,9 @@ function offerEnrolmentFrame(url) {
   spc.mountEnrollment($("enrolment-slot"), url, {
     issuerOrigin: config.bankOrigin, title: "Set up faster checkout with Demo Bank", height: "410",
     onMessage: (message) => {
+      // Whatever happens, the purchase is done: enrolment is an offer, not a step. The bank's frame has
+      // said what happened itself, in the customer's language: the shop keeps the outcome, says nothing twice.
       result.dataset.outcome = message.outcome;
-      // Whatever happens, the purchase is done: enrolment is an offer, not a step.
-      result.textContent = ENROLMENT_TEXT[message.outcome]
-        ?? `Faster checkout is not available here (${message.outcome}). You can keep paying with a code.`;
     },
   });
 }
@@ -252,7 +245,12 @@ async function paid(receipt) {
 if (payButton) { // absent when the cart is empty
   payButton.addEventListener("click", guarded(startPayment));
   $("retry-spc").addEventListener("click", guarded(confirmWithSpc));
-  $("use-code").addEventListener("click", guarded(() => stepUp({ offerEnrolment: false })));
+  $("use-code").addEventListener("click", guarded(() => {
+    // What the status line said (the dialog was closed, the frame failed) is over: say what happens now.
+    status("step-up", "Your bank will check it's you with a one-time code.",
+           { focus: document.activeElement === $("use-code") });
+    return stepUp({ offerEnrolment: false });
+  }));
   status("ready", "");
   payButton.disabled = false;
 }

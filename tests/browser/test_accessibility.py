@@ -324,7 +324,7 @@ def test_demo_pages_pass_axe_at_both_widths(browser: Browser, demo: Demo) -> Non
         page.frame_locator("#enrolment-slot iframe").locator("#spc-enroll-button:enabled").wait_for()
         problems |= audit_page(page, "shop: paid, enrolment offered", "#enrolment-slot iframe")
         page.frame_locator("#enrolment-slot iframe").locator("#spc-enroll-button").click()
-        page.locator("#enrolment-result[data-outcome]").wait_for()
+        page.locator("#enrolment-result[data-outcome]").wait_for(state="attached")
         problems |= audit_page(page, "shop: enrolled", "#enrolment-slot iframe")
 
         page.goto(demo.shop_origin + "/orders")
