@@ -716,6 +716,25 @@ def test_openapi_request_examples_are_accepted_by_their_handlers(bank) -> None:
     assert checked >= 7
 
 
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("GET", "/transaction/finalize", "OPTIONS, POST"),  # one route per method: the 405 names both
+    ("PUT", "/credentials/AAAA", "DELETE, PATCH"),
+    ("POST", "/healthz", "GET, HEAD"),  # Starlette answers HEAD wherever it answers GET
+])
+def test_405_names_every_method_of_the_path(bank, method: str, path: str, allowed: str) -> None:
+    response = bank.client.request(method, path, headers={"apiKey": API_KEY})
+    assert error(response) == (405, "method_not_allowed")
+    assert response.headers["allow"] == allowed
+
+
+def test_openapi_states_this_issuers_payees(bank) -> None:
+    schema = bank.client.get("/openapi.json").json()["components"]["schemas"]["TransactionData"]
+    payees = [choice["properties"] for choice in schema["allOf"][0]["anyOf"]]
+    assert {"payee_name": {"const": "Test Merchant"}, "payee_origin": {"enum": [MERCHANT_ORIGIN]}} in payees
+    assert {"payee_name": {"const": "Other Shop"}, "payee_origin": {"enum": [OTHER_MERCHANT_ORIGIN]}} in payees
+    assert schema["properties"]["merchant_origin"]["enum"] == sorted([MERCHANT_ORIGIN, OTHER_MERCHANT_ORIGIN])
+
+
 # The README's server-to-server script
 
 
