@@ -89,6 +89,8 @@ MERCHANT_KEY_OR_ORIGIN = [{"apiKey": []}, {"bearer": []}, {}]
 
 _STRING = {"type": "string"}
 _NULLABLE_STRING = {"type": ["string", "null"]}
+# Unpadded base64url (spc_embed.encoding.b64url_decode; its canonical-trailing-bits rule is beyond a pattern).
+_B64URL = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$"}
 # No C0/C1 control character or DEL anywhere, and one character that is not white space (storable_text, H2).
 _STORABLE = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
 
@@ -199,13 +201,14 @@ SCHEMAS: dict[str, Any] = {
     },
     "AuthenticationResponseJSON": {
         "type": "object", "required": ["id", "rawId", "type", "response"],
-        "description": "PublicKeyCredential.toJSON() of the SPC (or WebAuthn) result",
+        "description": "PublicKeyCredential.toJSON() of the SPC (or WebAuthn) result; id equals rawId",
         "properties": {
-            "id": _STRING, "rawId": _STRING, "type": {"const": "public-key"},
+            "id": _B64URL, "rawId": _B64URL, "type": {"const": "public-key"},
             "authenticatorAttachment": _STRING, "clientExtensionResults": {"type": "object"},
             "response": {"type": "object", "required": ["clientDataJSON", "authenticatorData", "signature"],
-                         "properties": {"clientDataJSON": _STRING, "authenticatorData": _STRING,
-                                        "signature": _STRING, "userHandle": _NULLABLE_STRING}},
+                         "properties": {"clientDataJSON": _B64URL, "authenticatorData": _B64URL,
+                                        "signature": _B64URL,
+                                        "userHandle": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9_-]*$"}}},
         },
     },
     "FinalizeRequest": {

@@ -28,7 +28,7 @@ from processes import free_port, stop, wait_until_serving
 
 TESTS = Path(__file__).resolve().parent
 ADMIN_KEY = "admin-key-0123456789abcdefghijkl"
-EXAMPLES_PER_OPERATION = 25
+EXAMPLES_PER_OPERATION = 40
 
 APP = f'''
 from factories import make_config
