@@ -39,9 +39,10 @@ def create_app():
     return Issuer(make_config({{database!r}}, merchants=(merchant,), admin_api_keys=({ADMIN_KEY!r},))).app
 '''
 
-# What no schema can state: a signature, a WebAuthn ceremony or a signed link that verifies. Schema-valid
-# requests to these operations carry made-up assertions and tokens, which the issuer refuses as it must
-# (400 verification failed, 401 bad link), so those statuses are the expected refusals there.
+# What no schema can state: a credential whose id equals its rawId, whose clientDataJSON and signature verify,
+# a signed link that is the issuer's. Schema-valid requests to these operations carry made-up assertions and
+# tokens, which the issuer refuses as it must (400 invalid_credential or verification failed, 401 bad link),
+# so those statuses are the expected refusals there; every other check applies to them in full.
 CONFIG = f'''
 headers = {{ apiKey = "{API_KEY}" }}
 
