@@ -152,7 +152,8 @@ def serve_sites(ca: TestCA, database: Path, *, locale_directories: tuple[Path, .
             database, mount_path=MOUNT, issuer_origin=issuer_site.origin, merchant_origin=merchant_site.origin,
             other_merchant_origin=shop_site.origin, locale_directories=locale_directories,
             # The payee the checkout shows (docs/security.md H7); the long name lays out the frames' worst case.
-            merchant_name="Test Shop", merchant_payees=({"name": "A shop with a rather long name, Ltd."},),
+            merchant_name="Test Shop",
+            merchant_payees=({"name": "A shop with a rather long name, Ltd.", "origin": merchant_site.origin},),
         )
         issuer_api = f"https://localhost:{issuer_site.port}{MOUNT}"
         issuer_site.start(Starlette(routes=[Mount(MOUNT, app=issuer.app)], lifespan=issuer.lifespan))
