@@ -220,8 +220,9 @@ def _bodies(path: str, operation: dict[str, Any], seeds: dict[str, Any]) -> tupl
     """Bodies to start from: the operation's own (its OpenAPI example and what the live issuer accepts), and all."""
     content = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
     genuine = {
-        "/transaction/initialize": [{"user_id": "alice", "transaction_id": "order-2", "transaction_data": TRANSACTION_DATA,
-                                     "instrument_id": CARD_NAME, "show_opt_out": True, "locale": "de"}],
+        "/transaction/initialize": [{"user_id": "alice", "transaction_id": "order-2",
+                                     "transaction_data": TRANSACTION_DATA, "instrument_id": CARD_NAME,
+                                     "show_opt_out": True, "locale": "de"}],
         "/transaction/finalize": [{"transaction_id": seeds["transaction_id"], "credential": seeds["assertion"]},
                                   seeds["assertion"]],
         "/transaction/opt-out": [{"transaction_id": seeds["transaction_id"], "opt_out_token": seeds["opt_out_token"]}],

@@ -428,7 +428,8 @@ def _name(organization: str, *, unit: str = "Authenticator Attestation", country
     return x509.Name([
         country_attribute,
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
-        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit), x509.NameAttribute(NameOID.COMMON_NAME, organization),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit),
+        x509.NameAttribute(NameOID.COMMON_NAME, organization),
     ])
 
 
@@ -460,7 +461,8 @@ def attestation_certificate(key: ec.EllipticCurvePrivateKey, *, ca_key: ec.Ellip
     return builder.sign(ca_key, hashes.SHA256())
 
 
-def packed_x5c(credential: dict, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate, *, sig: bytes | None = None) -> dict:
+def packed_x5c(credential: dict, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate, *,
+               sig: bytes | None = None) -> dict:
     auth_data = decoded_attestation(credential)["authData"]
     statement = {
         "alg": ES256,

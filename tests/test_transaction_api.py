@@ -130,7 +130,8 @@ def test_h4_non_ascii_api_key_headers_are_401_not_500(bank, headers, path: str) 
 def test_h4_api_keys_must_be_printable_ascii_in_the_configuration() -> None:
     from spc_embed.errors import ConfigurationError
 
-    for key in ("caf\u00e9-0123456789abcdefghijklmn", "tab\tkey-0123456789abcdefghijklmn", " spaced-0123456789abcdefghijk"):
+    for key in ("caf\u00e9-0123456789abcdefghijklmn", "tab\tkey-0123456789abcdefghijklmn",
+                " spaced-0123456789abcdefghijk"):
         with pytest.raises(ConfigurationError, match="printable ASCII"):
             Merchant(id="m", origins=(MERCHANT_ORIGIN,), api_keys=(key,))
 
@@ -176,7 +177,8 @@ def test_h7_the_payee_shown_is_the_merchant_itself_or_one_of_its_configured_paye
             response = initialize_with(key, f"accepted-{index}", **payee)
             assert response.status_code == 200, (payee, response.text)
             spc = response.json()["secure_payment_confirmation"]
-            assert (spc.get("payeeName"), spc.get("payeeOrigin")) == (payee.get("payee_name"), payee.get("payee_origin"))
+            shown = (spc.get("payeeName"), spc.get("payeeOrigin"))
+            assert shown == (payee.get("payee_name"), payee.get("payee_origin"))
 
 
 def test_h7_payees_are_checked_in_the_configuration() -> None:
@@ -371,7 +373,8 @@ def _shape(options: dict) -> dict:
     """The response with its random and per-transaction values blanked."""
     blank = json.loads(json.dumps(options))
     for holder, key in ((blank["publicKey"], "challenge"), (blank["secure_payment_confirmation"], "challenge"),
-                        (blank, "fallback_url"), (blank, "transaction_id"), (blank, "expires_at"), (blank, "opt_out_token")):
+                        (blank, "fallback_url"), (blank, "transaction_id"), (blank, "expires_at"),
+                        (blank, "opt_out_token")):
         holder[key] = "*"
     return blank
 
@@ -456,9 +459,9 @@ def test_storage_unavailable_is_503_with_retry_after_readable_by_the_page(tmp_pa
     issuer = make_issuer(tmp_path / "spc.db")
     # Not entered, so no lifespan: the store is closed and every use of it is StorageUnavailable.
     client = TestClient(issuer.app, base_url=ISSUER_ORIGIN)
+    proof = issuer.context.opt_out_tokens.mint("merchant", "t")
     for path, body in (("/transaction/finalize", {"transaction_id": "t", "credential": {}}),
-                       ("/transaction/opt-out", {"transaction_id": "t",
-                                                 "opt_out_token": issuer.context.opt_out_tokens.mint("merchant", "t")})):
+                       ("/transaction/opt-out", {"transaction_id": "t", "opt_out_token": proof})):
         response = client.post(path, json=body, headers={"Origin": MERCHANT_ORIGIN})
         assert error(response) == (503, "storage_unavailable")
         assert response.headers["retry-after"] == "1"
