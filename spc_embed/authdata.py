@@ -12,7 +12,6 @@ caller's :class:`VerificationError` subclass.
 from __future__ import annotations
 
 import functools
-
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -246,7 +245,7 @@ def verify_signature(
         raise error("signature is empty", code="invalid_signature")
     try:
         if alg in _EC2_ALGS and isinstance(public_key, ec.EllipticCurvePublicKey) \
-                and public_key.curve.name == _EC2_ALGS[alg].curve.name:
+                and public_key.curve.name == _EC2_ALGS[alg].curve().name:
             _check_strict_der(signature, error)
             public_key.verify(signature, data, ec.ECDSA(_EC2_ALGS[alg].hash()))
         elif alg == RS256 and isinstance(public_key, rsa.RSAPublicKey):

@@ -10,8 +10,8 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
@@ -113,6 +113,7 @@ def check_signing_key_text(pem: object, *, what: str) -> None:
     if not isinstance(pem, str):
         return  # load_signing_key names the problem
     body = _PEM_ARMOR.sub("", pem).strip()
+    reason: str | None
     if not body:
         reason = "no key between the BEGIN and END lines"
     elif "..." in body:

@@ -13,8 +13,8 @@ import binascii
 import io
 import json
 import re
-from collections.abc import Mapping
-from typing import Any, Iterator, NoReturn
+from collections.abc import Iterator, Mapping
+from typing import Any, NoReturn
 
 import cbor2
 

@@ -25,7 +25,6 @@ from .registration import registration_options, verify_registration
 from .storage import Challenge, Credential
 from .tokens import EnrollmentToken
 
-
 REGISTRATION = "registration"
 
 

@@ -7,6 +7,8 @@ core only ever see these (third-party errors are wrapped where they occur).
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SPCEmbedError(Exception):
     """Base class: a request this library refuses, with a code and a status."""
@@ -58,7 +60,7 @@ class TokenError(SPCEmbedError):
 class TokenExpired(TokenError):
     code = "token_expired"
 
-    def __init__(self, message: str, *, payload: dict | None = None) -> None:
+    def __init__(self, message: str, *, payload: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.payload = payload
 

@@ -8,7 +8,7 @@ WebAuthn (``Permissions-Policy``). Every other issuer page refuses framing.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 FRAME_FEATURES = ("payment", "publickey-credentials-create", "publickey-credentials-get")
 

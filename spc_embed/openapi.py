@@ -13,7 +13,12 @@ from typing import Any
 
 from .context import IssuerContext
 from .transactions import (
-    AMOUNT_PATTERN, MAX_LOGOS, MAX_SAFE_INTEGER, MAX_TEXT_LENGTH, MAX_TRANSACTION_ID_LENGTH, MAX_USER_ID_LENGTH,
+    AMOUNT_PATTERN,
+    MAX_LOGOS,
+    MAX_SAFE_INTEGER,
+    MAX_TEXT_LENGTH,
+    MAX_TRANSACTION_ID_LENGTH,
+    MAX_USER_ID_LENGTH,
     is_payee_origin,
 )
 
@@ -84,8 +89,8 @@ def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"200": {"description": description, **_json(schema)}}
 
 
-MERCHANT_KEY = [{"apiKey": []}, {"bearer": []}]
-MERCHANT_KEY_OR_ORIGIN = [{"apiKey": []}, {"bearer": []}, {}]
+MERCHANT_KEY: list[dict[str, list[str]]] = [{"apiKey": []}, {"bearer": []}]
+MERCHANT_KEY_OR_ORIGIN: list[dict[str, list[str]]] = [{"apiKey": []}, {"bearer": []}, {}]
 
 _STRING = {"type": "string"}
 _NULLABLE_STRING = {"type": ["string", "null"]}
@@ -418,10 +423,10 @@ def _payee_rules(ctx: IssuerContext) -> dict[str, Any]:
             "payee_origin": {"enum": list(origins)} if origins else False,
         }
         choices.append({"properties": properties})
-    schema = copy.deepcopy(SCHEMAS["TransactionData"])
+    schema: dict[str, Any] = copy.deepcopy(SCHEMAS["TransactionData"])
     schema["allOf"] = [{"anyOf": choices}]
-    origins = sorted({origin for merchant in ctx.config.merchants for origin in merchant.origins})
-    schema["properties"]["merchant_origin"] = {**schema["properties"]["merchant_origin"], "enum": origins}
+    merchant_origins = sorted({origin for merchant in ctx.config.merchants for origin in merchant.origins})
+    schema["properties"]["merchant_origin"] = {**schema["properties"]["merchant_origin"], "enum": merchant_origins}
     return schema
 
 
@@ -429,7 +434,8 @@ def _with_own_example(paths: dict[str, Any], ctx: IssuerContext) -> dict[str, An
     """initialize's example names this issuer's first merchant as the payee, so that it is accepted as written."""
     merchant = ctx.config.merchants[0]
     payee = {"payee_name": merchant.name} if merchant.name else {}
-    payee.update({"payee_origin": o for o in merchant.origins[:1] if is_payee_origin(o)})
+    if merchant.origins and is_payee_origin(merchant.origins[0]):
+        payee["payee_origin"] = merchant.origins[0]
     if payee:
         content = paths["/transaction/initialize"]["post"]["requestBody"]["content"]["application/json"]
         example = copy.deepcopy(content["example"])

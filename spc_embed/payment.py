@@ -50,7 +50,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .authdata import (
-    AuthenticatorData, check_flags, check_rp_id_hash, load_public_key, load_stored_public_key, parse_authenticator_data,
+    AuthenticatorData,
+    check_flags,
+    check_rp_id_hash,
+    load_public_key,
+    load_stored_public_key,
+    parse_authenticator_data,
     verify_signature,
 )
 from .clientdata import ClientData, check_client_data, parse_client_data
@@ -202,6 +207,7 @@ def parse_authentication_response(credential: object) -> AuthenticationResponse:
     signature = b64_member(response, "signature", "response.signature")
     handle = response.get("userHandle")
     user_handle = None if handle is None else b64_member(response, "userHandle", "response.userHandle")
+    assert isinstance(credential, dict)  # read_envelope refused anything else
     extensions = credential.get("clientExtensionResults", {})
     if not isinstance(extensions, dict):
         raise invalid_credential("clientExtensionResults must be a JSON object")

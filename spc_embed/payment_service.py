@@ -51,17 +51,27 @@ from .encoding import b64url_encode
 from .errors import AssertionRejected, Conflict, InvalidRequest, NotFound, SPCEmbedError, TokenError
 from .i18n import is_locale_tag
 from .payment import (
-    AuthenticationResponse, ExpectedPayment, parse_authentication_response, payment_request_options,
-    verify_fallback_response, verify_payment_response,
+    AuthenticationResponse,
+    ExpectedPayment,
+    parse_authentication_response,
+    payment_request_options,
+    verify_fallback_response,
+    verify_payment_response,
 )
 from .storage import Credential, OptOut, TransactionRecord
 from .text import quoted, storable_text
 from .tokens import MAX_INSTRUMENT_ID_LENGTH, MAX_OPT_OUT_TOKEN_LENGTH
 from .transactions import (
-    EXPIRED, FAILED, MAX_TRANSACTION_ID_LENGTH, MAX_USER_ID_LENGTH, PENDING, SUCCEEDED,
-    parse_transaction_data, resolve_merchant_origin, validate_identifier,
+    EXPIRED,
+    FAILED,
+    MAX_TRANSACTION_ID_LENGTH,
+    MAX_USER_ID_LENGTH,
+    PENDING,
+    SUCCEEDED,
+    parse_transaction_data,
+    resolve_merchant_origin,
+    validate_identifier,
 )
-
 
 STATE_ERRORS = {
     SUCCEEDED: ("this transaction has already been confirmed", "transaction_already_finalized"),

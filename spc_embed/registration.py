@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +46,13 @@ from webauthn.registration.formats.packed import verify_packed
 from webauthn.registration.formats.tpm import verify_tpm
 
 from .authdata import (
-    AuthenticatorData, PublicKey, check_flags, check_rp_id_hash, load_public_key,
-    parse_authenticator_data, verify_signature,
+    AuthenticatorData,
+    PublicKey,
+    check_flags,
+    check_rp_id_hash,
+    load_public_key,
+    parse_authenticator_data,
+    verify_signature,
 )
 from .clientdata import MIN_CHALLENGE_BYTES, check_client_data, parse_client_data
 from .credential_json import b64_member, invalid_credential, read_envelope
@@ -184,6 +189,7 @@ def _verify_with_py_webauthn(
         "client_data_json": client_data_json,
         "pem_root_certs_bytes": list(roots),  # a fresh list: py_webauthn appends its bundled roots to it
     }
+    verifier: Callable[..., bool]  # py_webauthn's verifiers differ in their keyword arguments
     if fmt == "fido-u2f":
         verifier = verify_fido_u2f
         kwargs.update(rp_id_hash=ad.rp_id_hash, credential_id=ad.credential_id,
@@ -240,6 +246,8 @@ def verify_registration(
                                 "the merchant page the link was minted for", code="cross_origin_required")
     # §7.1: CBOR-decode attestationObject into fmt, authData and attStmt.
     fmt, att_stmt, ad = _parse_attestation_object(attestation_object)
+    # authData with the AT flag carries all three; _parse_attestation_object refused it without.
+    assert ad.aaguid is not None and ad.credential_id is not None and ad.credential_public_key is not None
     # Policy: the credential the browser names is the one the authenticator attested.
     if raw_id != ad.credential_id:
         raise RegistrationError(
@@ -298,6 +306,7 @@ def _verify_attestation(
             return
         # §8.2: verify that attestnCert meets §8.2.1 and that its AAGUID extension, if any, is authData's
         # (before py_webauthn, which checks the signature and, given roots, the chain, but neither of these).
+        assert ad.aaguid is not None  # attested authData (_parse_attestation_object)
         check_packed_attestation_certificate(att_stmt["x5c"][0], aaguid=ad.aaguid)
     _verify_with_py_webauthn(fmt, att_stmt, attestation_object, client_data_json, ad, roots)
 

@@ -139,7 +139,7 @@ def verify_result_token(token: str, *, jwks: dict[str, Any], issuer: str, audien
     try:
         header = jwt.get_unverified_header(token)
         key = jwt.PyJWKSet.from_dict(jwks)[header.get("kid", "")]
-        options: dict[str, Any] = {
+        options: jwt.types.Options = {
             "require": ["iss", "sub", "aud", "iat", "exp", "jti", "cred", "trans"],
             # PyJWT reads the wall clock; with an injected clock the expiry is checked below instead.
             "verify_exp": now is None, "verify_iat": now is None,

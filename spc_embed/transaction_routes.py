@@ -46,7 +46,14 @@ from .encoding import b64url_encode
 from .openapi import openapi_document
 from .storage import Credential, TransactionRecord
 from .web import (
-    JSON_HEADERS, app_url, browser_cors, issuer_context, preflight, presented_api_key, read_body, require_origin,
+    JSON_HEADERS,
+    app_url,
+    browser_cors,
+    issuer_context,
+    preflight,
+    presented_api_key,
+    read_body,
+    require_origin,
 )
 
 

@@ -52,7 +52,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 from .encoding import b64url_encode
@@ -61,7 +61,7 @@ from .text import quoted, storable_text
 
 MAX_FRACTION_DIGITS = 4
 MAX_INTEGER_DIGITS = 15
-AMOUNT_PATTERN = re.compile(r"(0|[1-9][0-9]{0,%d})(\.[0-9]{1,%d})?" % (MAX_INTEGER_DIGITS - 1, MAX_FRACTION_DIGITS))
+AMOUNT_PATTERN = re.compile(rf"(0|[1-9][0-9]{{0,{MAX_INTEGER_DIGITS - 1}}})(\.[0-9]{{1,{MAX_FRACTION_DIGITS}}})?")
 CURRENCY_PATTERN = re.compile(r"[A-Z]{3}")
 MAX_TRANSACTION_ID_LENGTH = 128  # as the Hanko Passkey API
 MAX_USER_ID_LENGTH = 255
@@ -90,7 +90,7 @@ def _invalid(message: str) -> InvalidRequest:
     return InvalidRequest(message, code="invalid_transaction_data")
 
 
-def is_canonical_amount(value: object) -> bool:
+def is_canonical_amount(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and AMOUNT_PATTERN.fullmatch(value) is not None
 
 

@@ -7,10 +7,10 @@ right status, and anything unexpected into a logged 500 without a traceback.
 from __future__ import annotations
 
 import functools
-
 import logging
 import math
-from typing import Any, Collection
+from collections.abc import Collection
+from typing import Any
 
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException

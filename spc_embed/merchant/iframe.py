@@ -17,7 +17,6 @@ from markupsafe import Markup, escape
 from ..origins import serialized_origin, url_origin
 from .permissions_policy import DEFAULT_FEATURES, validate_features
 
-
 # What a screen reader's list of frames says for each purpose (pass ``title`` in your page's language).
 TITLES = {
     "enrollment": "Set up faster checkout with your bank",

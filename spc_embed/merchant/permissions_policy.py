@@ -12,8 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
-from http_sfv import Dictionary, InnerList, Item, Token
+# The submodules, as the package root does not re-export its names for type checkers.
+from http_sfv.dictionary import Dictionary
+from http_sfv.item import InnerList, Item
+from http_sfv.types import Token
 
 from ..origins import serialized_origin, url_origin
 
@@ -150,9 +154,10 @@ def _extended(member: Item | InnerList, origins: tuple[str, ...]) -> InnerList:
         entries_to_keep = entries
     else:
         entries_to_keep = [Item(member.value)]  # the Item's parameters now sit on the list
-    present = {_origin_key(item.value) for item in entries if _is_origin_string(item)}
+    present = {_origin_key(cast(str, item.value)) for item in entries if _is_origin_string(item)}
     # InnerList.extend skips http_sfv's item wrapping; append() does it.
-    for entry in [*entries_to_keep, *(o for o in origins if o not in present)]:
+    additions: list[Item | str] = [*entries_to_keep, *(o for o in origins if o not in present)]
+    for entry in additions:
         result.append(entry)
     return result
 

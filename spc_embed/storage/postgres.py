@@ -98,7 +98,7 @@ class PostgresBackend:
             if loop is current:
                 try:
                     await asyncio.wait_for(pool.close(), self.timeout)
-                except (asyncio.TimeoutError, *_DRIVER_ERRORS):
+                except (TimeoutError, *_DRIVER_ERRORS):
                     pool.terminate()
             else:  # its loop is elsewhere or gone: no graceful goodbye possible
                 with contextlib.suppress(RuntimeError):  # "Event loop is closed": its sockets went with it

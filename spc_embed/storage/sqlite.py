@@ -24,15 +24,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
-import queue
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidRequest, SPCEmbedError, StorageUnavailable
+from ..errors import InvalidRequest, StorageUnavailable
 from .plans import ROW, ROWCOUNT, Plan, PlanFactory, Statement, sqlite_sql
 from .schema import SCHEMA_VERSION, ddl, migrations
 
@@ -240,7 +240,7 @@ class SQLiteBackend:
         is a GIL handover, and the loop thread is busy with other requests.
         """
         answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for (_, future), (ok, value) in zip(batch, outcomes):
+        for (_, future), (ok, value) in zip(batch, outcomes, strict=False):
             if not ok and isinstance(value, sqlite3.Error):
                 value = self._on_error(value)
             answers.setdefault(future.get_loop(), []).append((future, ok, value))

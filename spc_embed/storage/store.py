@@ -31,16 +31,23 @@ import logging
 import time
 from collections.abc import Collection
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import (
-    AssertionRejected, ChallengeError, ConfigurationError, Conflict, StorageUnavailable, TokenUsed,
+    AssertionRejected,
+    ChallengeError,
+    ConfigurationError,
+    Conflict,
+    StorageUnavailable,
+    TokenUsed,
 )
 from ..transactions import EXPIRED, FAILED, PENDING, SUCCEEDED
 from .plans import Plan, PlanFactory, Refusal, execute, fetch_row, fetch_rows, placeholders
 from .records import Challenge, Credential, OptOut, TransactionRecord, User
 from .schema import CREDENTIAL_COLUMNS, SCHEMA_VERSION, TRANSACTION_COLUMNS, SchemaVersionError
 from .sqlite import SQLiteBackend, sqlite_path
+
+T = TypeVar("T")
 
 logger = logging.getLogger("spc_embed.storage")
 
@@ -181,19 +188,24 @@ class Store:
             self._outage = False
             logger.warning("database %s answers again", redacted(self.url))
 
-    async def _read(self, factory: PlanFactory[Any]) -> Any:
+    async def _read(self, factory: PlanFactory[T]) -> T:
         if not self._opened:
             self._require_open()
-        return await self.backend.read(factory)
+        value: T = await self.backend.read(factory)
+        return value
 
-    async def _write(self, factory: PlanFactory[Any], *, single_statement: bool = False) -> Any:
-        """Run a write plan atomically; ``single_statement`` plans need no transaction around them."""
+    async def _write(self, factory: PlanFactory[T | Refusal], *, single_statement: bool = False) -> T:
+        """Run a write plan atomically; ``single_statement`` plans need no transaction around them.
+
+        A plan that returns a :class:`Refusal` has its error raised here.
+        """
         if not self._opened:
             self._require_open()
         result = await self.backend.write(factory, single_statement=single_statement)
         if isinstance(result, Refusal):
             raise result.error
-        return result
+        value: T = result
+        return value
 
     # Users
 
@@ -400,6 +412,7 @@ class Store:
                                 limit: int = 100) -> list[TransactionRecord]:
         """A user's transactions, newest first; pending ones past their TTL read as expired."""
         now = self.now()
+        args: tuple[str, ...]
         if tenant_id is None:
             sql, args = _TRANSACTION_SELECT + " WHERE user_id = $1", (user_id,)
         else:
@@ -583,7 +596,7 @@ def _expire_if_due(tenant_id: str, transaction_id: str, now: float, error: Excep
 
 
 def _credential(row: tuple[Any, ...]) -> Credential:
-    values = dict(zip(CREDENTIAL_COLUMNS, row))
+    values = dict(zip(CREDENTIAL_COLUMNS, row, strict=False))
     values["transports"] = tuple(json.loads(values["transports"]))
     values["backup_eligible"] = bool(values["backup_eligible"])
     values["backed_up"] = bool(values["backed_up"])
@@ -591,7 +604,7 @@ def _credential(row: tuple[Any, ...]) -> Credential:
 
 
 def _transaction(row: tuple[Any, ...], now: float) -> TransactionRecord:
-    values = dict(zip(TRANSACTION_COLUMNS, row))
+    values = dict(zip(TRANSACTION_COLUMNS, row, strict=False))
     values["data"] = json.loads(values.pop("data_json"))
     values["expected"] = json.loads(values.pop("expected_json"))
     values["credential_ids"] = tuple(json.loads(values["credential_ids"]))
