@@ -230,6 +230,7 @@ __all__ = [
     "TestCA",
     "VirtualAuthenticator",
     "add_virtual_authenticator",
+    "click_in_settled_frame",
     "find_chromium",
     "launch_browser",
     "list_credentials",
@@ -239,6 +240,26 @@ __all__ = [
 
 
 T = TypeVar("T")
+
+
+def click_in_settled_frame(page: Page, frame_selector: str, target: str, *, timeout_s: float = 10) -> None:
+    """Click ``target`` inside an issuer frame once that frame has stopped changing size.
+
+    The frames report their height and the merchant page resizes them just
+    after load. A click that Chromium routes to a cross-origin frame while it
+    is being resized can be lost (seen here with Chromium 156), so wait until
+    the frame's box is the same on two looks 100 ms apart.
+    """
+    frame = page.locator(frame_selector)
+    deadline = time.monotonic() + timeout_s
+    previous = frame.bounding_box()
+    while time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+        current = frame.bounding_box()
+        if current == previous and current is not None:
+            break
+        previous = current
+    page.frame_locator(frame_selector).locator(target).click()
 
 
 def read_database(database: Path | str, query: Callable[[Any], Awaitable[T]]) -> T:

@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Frame, Page, Route
 
 from .accessibility import WIDTHS, axe_violations, focus, settle, settled_fit, sideways_overflow
-from .harness import TestCA, add_virtual_authenticator, set_spc_mode
+from .harness import TestCA, add_virtual_authenticator, click_in_settled_frame, set_spc_mode
 from .sites import Sites, enrol, frame_result, initialize, mount_frame, open_checkout, serve_sites, unique
 from .test_demo import Demo, enter_code, fill_cart, receipt, serve_demo
 from .test_enrollment import enrollment_url
@@ -86,13 +86,13 @@ def test_enrolment_frame_states_pass_axe_and_fit(context: BrowserContext, page: 
 
     authenticator.cdp.send("WebAuthn.setUserVerified", {"authenticatorId": authenticator.authenticator_id,
                                                        "isUserVerified": False})
-    page.frame_locator(SLOT_FRAME).locator("#spc-enroll-button").click()
+    click_in_settled_frame(page, SLOT_FRAME, "#spc-enroll-button")
     wait_for_outcome(page, "cancelled")
     problems |= audit_frame(page, "enrolment cancelled")
 
     authenticator.cdp.send("WebAuthn.setUserVerified", {"authenticatorId": authenticator.authenticator_id,
                                                        "isUserVerified": True})
-    page.frame_locator(SLOT_FRAME).locator("#spc-enroll-button").click()
+    click_in_settled_frame(page, SLOT_FRAME, "#spc-enroll-button")
     wait_for_outcome(page, "enrolled")
     problems |= audit_frame(page, "enrolment enrolled")
 
@@ -323,7 +323,7 @@ def test_demo_pages_pass_axe_at_both_widths(browser: Browser, demo: Demo) -> Non
         assert focus(page) == "page:#receipt-heading"  # "Paid" is said once the bank's frame is gone
         page.frame_locator("#enrolment-slot iframe").locator("#spc-enroll-button:enabled").wait_for()
         problems |= audit_page(page, "shop: paid, enrolment offered", "#enrolment-slot iframe")
-        page.frame_locator("#enrolment-slot iframe").locator("#spc-enroll-button").click()
+        click_in_settled_frame(page, "#enrolment-slot iframe", "#spc-enroll-button")
         page.locator("#enrolment-result[data-outcome]").wait_for(state="attached")
         problems |= audit_page(page, "shop: enrolled", "#enrolment-slot iframe")
 

@@ -37,14 +37,14 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect
 
 from spc_embed import Store
 from spc_embed.storage import Credential, TransactionRecord
 
 from .harness import (
-    TEST_HOSTS, ServedApp, TestCA, VirtualAuthenticator, add_virtual_authenticator, list_credentials,
-    read_database, set_spc_mode,
+    TEST_HOSTS, ServedApp, TestCA, VirtualAuthenticator, add_virtual_authenticator, click_in_settled_frame,
+    list_credentials, read_database, set_spc_mode,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -217,12 +217,15 @@ def device(browser: Browser, demo: Demo) -> Iterator[Device]:
         wrong = []
         for _ in range(2):  # of three attempts: the third is the right code
             enter_code(page, "000000")
-            wrong.append(frame.locator("#step-up-error").inner_text())
+            error = frame.locator("#step-up-error")
+            if wrong:  # each attempt loads a new page: read its message, not the one still shown
+                expect(error).not_to_have_text(wrong[-1])
+            wrong.append(error.inner_text())
         enter_code(page, DEMO_ONE_TIME_CODE)
         first = receipt(page)
 
         enrolment_frame = page.frame_locator("#enrolment-slot iframe")
-        enrolment_frame.locator("#spc-enroll-button").click()
+        click_in_settled_frame(page, "#enrolment-slot iframe", "#spc-enroll-button")
         result = page.locator("#enrolment-result[data-outcome]")
         result.wait_for(state="attached")
         held = list_credentials(*authenticator)
@@ -422,7 +425,7 @@ def test_verify_another_way_steps_up_and_knows_the_device(browser: Browser, demo
         enter_code(page, DEMO_ONE_TIME_CODE)  # the bank's regular challenge instead
         paid = receipt(page)
         # Enrolment is offered again (the chooser may be on another device); this one already has the passkey.
-        page.frame_locator("#enrolment-slot iframe").locator("#spc-enroll-button").click()
+        click_in_settled_frame(page, "#enrolment-slot iframe", "#spc-enroll-button")
         outcome = page.locator("#enrolment-result[data-outcome]")
         outcome.wait_for(state="attached")
         enrolment = outcome.get_attribute("data-outcome")
@@ -446,7 +449,7 @@ def test_opting_out_stops_spc_at_this_shop(browser: Browser, tmp_path: Path) -> 
             click_pay(page, demo)
             enter_code(page, DEMO_ONE_TIME_CODE)
             receipt(page)
-            page.frame_locator("#enrolment-slot iframe").locator("#spc-enroll-button").click()
+            click_in_settled_frame(page, "#enrolment-slot iframe", "#spc-enroll-button")
             page.locator("#enrolment-result[data-outcome='enrolled']").wait_for(state="attached")
 
             set_spc_mode(authenticator.cdp, "autoOptOut")
@@ -579,7 +582,7 @@ def test_https_demo_enrols_and_pays_with_payee_origin(browser: Browser, https_de
         click_pay(page, demo)
         enter_code(page, DEMO_ONE_TIME_CODE)
         assert receipt(page)["method"] == "one-time code"
-        page.frame_locator("#enrolment-slot iframe").locator("#spc-enroll-button").click()
+        click_in_settled_frame(page, "#enrolment-slot iframe", "#spc-enroll-button")
         page.locator("#enrolment-result[data-outcome='enrolled']").wait_for(state="attached")
 
         fill_cart(page, demo, "grinder")
