@@ -207,7 +207,8 @@ def parse_authentication_response(credential: object) -> AuthenticationResponse:
     signature = b64_member(response, "signature", "response.signature")
     handle = response.get("userHandle")
     user_handle = None if handle is None else b64_member(response, "userHandle", "response.userHandle")
-    assert isinstance(credential, dict)  # read_envelope refused anything else
+    if not isinstance(credential, dict):  # read_envelope refused anything else
+        raise invalid_credential("the credential must be a JSON object")
     extensions = credential.get("clientExtensionResults", {})
     if not isinstance(extensions, dict):
         raise invalid_credential("clientExtensionResults must be a JSON object")

@@ -247,7 +247,8 @@ def verify_registration(
     # §7.1: CBOR-decode attestationObject into fmt, authData and attStmt.
     fmt, att_stmt, ad = _parse_attestation_object(attestation_object)
     # authData with the AT flag carries all three; _parse_attestation_object refused it without.
-    assert ad.aaguid is not None and ad.credential_id is not None and ad.credential_public_key is not None
+    if ad.aaguid is None or ad.credential_id is None or ad.credential_public_key is None:
+        raise RegistrationError("authenticatorData carries no attested credential data", code="invalid_authenticator_data")
     # Policy: the credential the browser names is the one the authenticator attested.
     if raw_id != ad.credential_id:
         raise RegistrationError(
@@ -306,7 +307,8 @@ def _verify_attestation(
             return
         # §8.2: verify that attestnCert meets §8.2.1 and that its AAGUID extension, if any, is authData's
         # (before py_webauthn, which checks the signature and, given roots, the chain, but neither of these).
-        assert ad.aaguid is not None  # attested authData (_parse_attestation_object)
+        if ad.aaguid is None:  # attested authData has one (_parse_attestation_object)
+            raise RegistrationError("authenticatorData carries no AAGUID", code="invalid_authenticator_data")
         check_packed_attestation_certificate(att_stmt["x5c"][0], aaguid=ad.aaguid)
     _verify_with_py_webauthn(fmt, att_stmt, attestation_object, client_data_json, ad, roots)
 

@@ -9,9 +9,10 @@ docs/ (and nothing else, so prose such as "WebAuthn L3" or "P-256" is never one)
 
 1. a test function named after items: ``def test_w6_…``, ``def test_r2_p1_…``;
 2. an explicit reference, the document named right before a list of ids:
-   ``docs/security.md A10, S8, T3``, and for now the old spellings
-   ``SECURITY.md R1-R4, A3`` and ``SECURITY W6`` (any capital letter counts
-   here, so an id of an area the document does not have is caught too);
+   ``docs/security.md A10, S8, T3``, and the old spellings (the document's
+   name in capitals without ``docs/``, or the bare word before an id), which
+   are also reported as errors (any capital letter counts here, so an id of
+   an area the document does not have is caught too);
 3. an id inside one line's parentheses: ``(W6)``, ``(A10, A12)``,
    ``(S5, see transactions.py)``, ``(and fits the key, P5)``;
 4. an id or list of ids directly followed by a colon: ``# S11: …``,

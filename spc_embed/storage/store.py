@@ -506,7 +506,8 @@ class Store:
                 return (yield from _expire_if_due(tenant_id, transaction_id, now, error))
             if not used:
                 raise AssertionRejected("the credential was used or revoked concurrently", code="credential_in_use")
-            assert moved == 1  # the row is ours since `locked`
+            if moved != 1:  # cannot happen: the row is ours since `locked`
+                raise Conflict("the transaction is no longer pending", code="transaction_not_pending")
             return None
 
         await self._write(plan, single_statement=True)
