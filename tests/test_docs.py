@@ -250,7 +250,7 @@ def test_security_citations_name_docs_security_md() -> None:
                 offenders.append(f"{relative(path)}:{text.count(chr(10), 0, match.start()) + 1}")
         for match in re.finditer(r"\bSECURITY\s+[A-Z]\d", text):
             offenders.append(f"{relative(path)}:{text.count(chr(10), 0, match.start()) + 1}")
-    assert offenders == [], "cite docs/security.md (with its path), not SECURITY.md or SECURITY"
+    assert offenders == [], "cite docs/security.md, with its path, and nothing else"
 
 
 def test_documents_named_under_docs_exist() -> None:
