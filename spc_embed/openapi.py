@@ -280,9 +280,11 @@ SCHEMAS: dict[str, Any] = {
 
 
 def _paths() -> dict[str, Any]:
-    user_id = {"name": "user_id", "in": "query", "required": True, "schema": _identifier(MAX_USER_ID_LENGTH)}
-    credential_id = {"name": "credential_id", "in": "path", "required": True, "schema": _STRING,
-                     "description": "base64url credential id"}
+    return {**_transaction_paths(), **_management_paths(), **_public_paths(), **_iframe_paths()}
+
+
+def _transaction_paths() -> dict[str, Any]:
+    """The server-to-server transaction API, and its browser-facing finalize and opt-out (CORS)."""
     cors_preflight = {
         "summary": "CORS preflight (only the merchants' origins are allowed; no credentials)",
         "security": [],
@@ -333,6 +335,15 @@ def _paths() -> dict[str, Any]:
             },
             "options": cors_preflight,
         },
+    }
+
+
+def _management_paths() -> dict[str, Any]:
+    """Listings and credential management (merchant or admin keys)."""
+    user_id = {"name": "user_id", "in": "query", "required": True, "schema": _identifier(MAX_USER_ID_LENGTH)}
+    credential_id = {"name": "credential_id", "in": "path", "required": True, "schema": _STRING,
+                     "description": "base64url credential id"}
+    return {
         "/transactions": {"get": {
             "summary": "A user's transactions (a merchant key sees its own, the admin key all)",
             "security": MERCHANT_KEY, "parameters": [user_id],
@@ -355,6 +366,11 @@ def _paths() -> dict[str, Any]:
                 "responses": {"204": {"description": "Revoked"}, **_errors(400, 401, 404, 503)},
             },
         },
+    }
+
+
+def _public_paths() -> dict[str, Any]:
+    return {
         "/.well-known/jwks.json": {"get": {
             "summary": "Public keys of the result tokens (kid = RFC 7638 thumbprint)", "security": [],
             "responses": _ok("JWK Set", _ref("JWKS")),
@@ -370,6 +386,12 @@ def _paths() -> dict[str, Any]:
             "summary": "This document", "security": [],
             "responses": {"200": {"description": "OpenAPI 3.1", **_json({"type": "object"})}},
         }},
+    }
+
+
+def _iframe_paths() -> dict[str, Any]:
+    """The issuer's own frames: pages and the POSTs their scripts make (Origin: the issuer)."""
+    return {
         "/pay": {"get": {
             "summary": "Fallback iframe page for one transaction (HTML)", "security": [],
             "parameters": [{"name": "handle", "in": "query", "required": True, "schema": _identifier(4096)}],

@@ -295,32 +295,29 @@ async def test_h6_a_version_1_database_is_migrated_to_version_2_keeping_its_cred
         assert [c.instrument_id for c in await again.list_credentials("alice")] == ["Visa ****1234", "card-42"]
 
 
-async def test_h6_stores_opening_a_version_1_database_together_migrate_it_once(database_url: str) -> None:
-    await make_version_1_database(database_url)
-    stores = [Store(database_url) for _ in range(6)]
+async def open_together(database_url: str, count: int) -> None:
+    """Open ``count`` stores on one database at once, each on its own thread and loop (as processes would)."""
+    stores = [Store(database_url) for _ in range(count)]
 
     def open_in_own_loop(store: Store) -> None:
         asyncio.run(store.open())
 
-    with ThreadPoolExecutor(len(stores)) as pool:
+    with ThreadPoolExecutor(count) as pool:
         list(pool.map(open_in_own_loop, stores))
     for store in stores:
         await store.close()
+
+
+async def test_h6_stores_opening_a_version_1_database_together_migrate_it_once(database_url: str) -> None:
+    await make_version_1_database(database_url)
+    await open_together(database_url, 6)
     assert await schema_version(database_url) == 2
     async with Store(database_url) as store:
         assert (await store.get_credential(CREDENTIAL_ID)).instrument_id == "Visa ****1234"
 
 
 async def test_stores_opening_together_on_a_fresh_database_all_open(database_url: str) -> None:
-    stores = [Store(database_url) for _ in range(6)]
-
-    def open_in_own_loop(store: Store) -> None:
-        asyncio.run(store.open())
-
-    with ThreadPoolExecutor(len(stores)) as pool:
-        list(pool.map(open_in_own_loop, stores))
-    for store in stores:
-        await store.close()
+    await open_together(database_url, 6)
 
 
 async def test_a_sqlite_file_that_cannot_be_created_fails_at_open_naming_it(tmp_path) -> None:
