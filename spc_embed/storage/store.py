@@ -146,6 +146,10 @@ class Store:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    @property
+    def is_open(self) -> bool:
+        return self._opened > 0
+
     async def ping(self) -> None:
         """Raise StorageUnavailable unless the database answers now (for health checks)."""
         self._require_open()
