@@ -17,6 +17,8 @@ OTHER_MERCHANT_ORIGIN = "https://shop.test"
 API_KEY = "merchant-api-key-0123456789abcdef"
 OTHER_API_KEY = "shop-api-key-0123456789abcdef012"
 SECRET = "test-secret-key-0123456789abcdef0123456789"
+ADMIN_API_KEY = "issuer-admin-key-0123456789abcdefghij"
+BANK_API_KEY = "bank-own-site-key-0123456789abcdefghi"
 
 
 @lru_cache(maxsize=None)
@@ -31,7 +33,7 @@ def signing_key_pem(index: int = 0) -> str:
 def make_config(database_path: Path | str, *, issuer_origin: str = ISSUER_ORIGIN,
                 merchant_origin: str = MERCHANT_ORIGIN, other_merchant_origin: str = OTHER_MERCHANT_ORIGIN,
                 rp_id: str = "issuer.test", merchant_name: str = "Test Merchant", merchant_payees: tuple[Any, ...] = (),
-                **overrides: Any) -> IssuerConfig:
+                extra_merchants: tuple[Merchant, ...] = (), **overrides: Any) -> IssuerConfig:
     values: dict[str, Any] = dict(
         rp_id=rp_id,
         rp_name="Test Bank",
@@ -43,6 +45,7 @@ def make_config(database_path: Path | str, *, issuer_origin: str = ISSUER_ORIGIN
             Merchant(id="merchant", name=merchant_name, origins=(merchant_origin,), api_keys=(API_KEY,),
                      payees=merchant_payees),
             Merchant(id="shop", name="Other Shop", origins=(other_merchant_origin,), api_keys=(OTHER_API_KEY,)),
+            *extra_merchants,
         ),
         database_url=f"sqlite:///{database_path}",
     )

@@ -25,10 +25,10 @@ from playwright.sync_api import BrowserContext, Page
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 
-from factories import API_KEY, make_issuer
-from spc_embed import Issuer, Store
+from factories import ADMIN_API_KEY, API_KEY, BANK_API_KEY, make_issuer
+from spc_embed import Issuer, Merchant, Store
 
 from .harness import ServedApp, TestCA, VirtualAuthenticator, add_virtual_authenticator, read_database
 from .test_enrollment import FEATURES, enrollment_url
@@ -142,7 +142,15 @@ class Sites:
 
 
 @contextmanager
-def serve_sites(ca: TestCA, database: Path, *, locale_directories: tuple[Path, ...] = ()) -> Iterator[Sites]:
+def serve_sites(ca: TestCA, database: Path, *, locale_directories: tuple[Path, ...] = (),
+                bank_routes: tuple[BaseRoute, ...] = ()) -> Iterator[Sites]:
+    """The issuer, the merchant and the shop, served for a module.
+
+    ``bank_routes`` are the bank's own pages, served on the issuer's origin
+    beside the mount (the first-party tenant ``bank``, whose key is
+    ``BANK_API_KEY``, is that origin); ``ADMIN_API_KEY`` is the issuer
+    back office's key.
+    """
     with (
         ServedApp.reserve("issuer.test", ca) as issuer_site,
         ServedApp.reserve("merchant.test", ca) as merchant_site,
@@ -154,9 +162,12 @@ def serve_sites(ca: TestCA, database: Path, *, locale_directories: tuple[Path, .
             # The payee the checkout shows (docs/security.md H7); the long name lays out the frames' worst case.
             merchant_name="Test Shop",
             merchant_payees=({"name": "A shop with a rather long name, Ltd.", "origin": merchant_site.origin},),
+            extra_merchants=(Merchant(id="bank", name="Test Bank", origins=(issuer_site.origin,),
+                                      api_keys=(BANK_API_KEY,)),),
+            admin_api_keys=(ADMIN_API_KEY,),
         )
         issuer_api = f"https://localhost:{issuer_site.port}{MOUNT}"
-        issuer_site.start(Starlette(routes=[Mount(MOUNT, app=issuer.app)], lifespan=issuer.lifespan))
+        issuer_site.start(Starlette(routes=[*bank_routes, Mount(MOUNT, app=issuer.app)], lifespan=issuer.lifespan))
         merchant_site.start(shop_app(issuer_site.origin, issuer_api, ca))
         shop_site.start(shop_app(issuer_site.origin, issuer_api, ca))
         yield Sites(issuer, issuer_site.origin, issuer_api, merchant_site.origin, shop_site.origin, database, ca)
