@@ -363,6 +363,25 @@ class IssuerConfig:
     def merchant_origins(self) -> frozenset[str]:
         return frozenset(o for m in self.merchants for o in m.origins)
 
+    def is_first_party(self, origin: str) -> bool:
+        """Whether ``origin`` is the issuer's own site: its origin, or an https origin on the rp_id or under it.
+
+        A tenant at such an origin is the bank itself (its online banking, its
+        own checkout). Its pages may confirm with a plain passkey assertion
+        (``webauthn.get``), which shows the cardholder no amount; a third-party
+        merchant's transaction never accepts one (docs/security.md A3).
+        """
+        if origin == self.origin:
+            return True
+        parts = urlsplit(origin)
+        host = parts.hostname or ""
+        return parts.scheme == "https" and (host == self.rp_id or host.endswith("." + self.rp_id))
+
+    @property
+    def first_party_origins(self) -> frozenset[str]:
+        """The issuer's origin and every configured tenant origin that is first party (:meth:`is_first_party`)."""
+        return frozenset({self.origin, *(o for o in self.merchant_origins if self.is_first_party(o))})
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, prefix: str = "SPC_") -> IssuerConfig:
         """Build from environment variables (see the README's configuration reference).

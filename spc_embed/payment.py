@@ -16,6 +16,14 @@ Two ceremonies confirm a transaction, and both share one assertion core:
   own iframe shows the transaction and calls ``navigator.credentials.get()``
   with the same challenge. Verified by :func:`verify_fallback_assertion`:
   origin is the issuer, ``crossOrigin`` is true and ``topOrigin`` the merchant.
+- **A first-party passkey** (``webauthn.get``): the issuer's own site (a
+  first-party tenant, :meth:`~spc_embed.IssuerConfig.is_first_party`) calls
+  ``navigator.credentials.get()`` top-level on its page with initialize's
+  ``publicKey``, as the Hanko Passkey API's transaction flow does. The browser
+  shows no amount, so the result says ``method: "passkey"``. Verified by
+  :func:`verify_passkey_response`: origin is the transaction's (first-party)
+  page, not cross-origin. Whether a transaction may be confirmed so is the
+  caller's decision (a third-party merchant's never is, docs/security.md A3).
 
 Both verifiers take the browser's JSON; a caller that has already parsed it
 (:func:`parse_authentication_response`, for instance to find the transaction
@@ -64,7 +72,14 @@ from .encoding import b64url_decode, b64url_encode
 from .errors import AssertionRejected, InvalidRequest, SPCEmbedError
 from .storage import Credential
 from .text import quoted
-from .transactions import METHOD_FALLBACK, METHOD_SPC, PaymentEntityLogo, amounts_equal, is_canonical_amount
+from .transactions import (
+    METHOD_FALLBACK,
+    METHOD_PASSKEY,
+    METHOD_SPC,
+    PaymentEntityLogo,
+    amounts_equal,
+    is_canonical_amount,
+)
 
 PAYMENT_GET = "payment.get"
 WEBAUTHN_GET = "webauthn.get"
@@ -126,7 +141,7 @@ class VerifiedPayment:
 
     credential_id: bytes
     user_id: str
-    method: str  # "spc" or "fallback"
+    method: str  # "spc", "fallback" or "passkey"
     sign_count: int
     user_verified: bool
     backup_eligible: bool
@@ -467,6 +482,28 @@ def _verify_fallback(response: AuthenticationResponse, expected: ExpectedPayment
     ad = _check_authenticator(response, expected, stored_credential,
                               require_user_verification=require_user_verification)
     return _verified(response, ad, stored_credential, METHOD_FALLBACK, None)
+
+
+@_wrapped
+def verify_passkey_response(
+    *,
+    response: AuthenticationResponse,
+    expected: ExpectedPayment,
+    stored_credential: Credential,
+    require_user_verification: bool = True,
+) -> VerifiedPayment:
+    """Verify a first-party page's top-level ``webauthn.get`` assertion for a transaction of that page."""
+    # §7.2 credential and user steps: the credentials offered for this transaction.
+    _check_credential(response, expected, stored_credential)
+    # §7.2 C.type "webauthn.get", C.challenge, C.origin = the page the transaction was initialized for,
+    # and no crossOrigin or topOrigin: the ceremony ran in that page itself, not in a frame.
+    check_client_data(
+        response.client_data, expected_type=WEBAUTHN_GET, expected_challenge=expected.challenge,
+        expected_origins=(expected.merchant_origin,), allowed_top_origins=None, error=AssertionRejected,
+    )
+    ad = _check_authenticator(response, expected, stored_credential,
+                              require_user_verification=require_user_verification)
+    return _verified(response, ad, stored_credential, METHOD_PASSKEY, None)
 
 
 def _verified(response: AuthenticationResponse, ad: AuthenticatorData, stored: Credential, method: str,

@@ -33,6 +33,11 @@ Decisions (also in the OpenAPI descriptions):
   handed initialize's answer with the transaction's ``opt_out_token``; that
   proof is checked before the transaction is looked up, so a caller without it
   gets the answer for an unknown transaction whatever the id (docs/security.md H1).
+- The issuer's own site (a first-party tenant, ``IssuerConfig.is_first_party``)
+  may confirm its transactions with a plain passkey assertion (``webauthn.get``,
+  top-level on its page, as the Hanko Passkey API's flow does); the result's
+  ``trans.method`` is then ``"passkey"``. A merchant's transaction never accepts
+  one (docs/security.md A3).
 - Each request parses the browser's credential once
   (:func:`~spc_embed.payment.parse_authentication_response`) and verifies the
   parsed response.
@@ -41,7 +46,7 @@ Decisions (also in the OpenAPI descriptions):
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,11 +56,14 @@ from .encoding import b64url_encode
 from .errors import AssertionRejected, Conflict, InvalidRequest, NotFound, SPCEmbedError, TokenError
 from .i18n import is_locale_tag
 from .payment import (
+    WEBAUTHN_GET,
     AuthenticationResponse,
     ExpectedPayment,
+    VerifiedPayment,
     parse_authentication_response,
     payment_request_options,
     verify_fallback_response,
+    verify_passkey_response,
     verify_payment_response,
 )
 from .storage import Credential, OptOut, TransactionRecord
@@ -278,13 +286,30 @@ async def _one_transaction(ctx: IssuerContext, tenants: Collection[str], *, tran
     return found[0]
 
 
+def _verifier(ctx: IssuerContext, record: TransactionRecord, response: AuthenticationResponse, *,
+              fallback: bool) -> Callable[..., VerifiedPayment]:
+    """The verifier for this assertion: the fallback frame's, SPC's, or a first-party page's passkey."""
+    if fallback:
+        return verify_fallback_response
+    if response.client_data.type != WEBAUTHN_GET:
+        return verify_payment_response  # which accepts payment.get only
+    # A plain passkey assertion shows the cardholder no amount: only the issuer's own site,
+    # where the bank itself showed the transaction, may confirm with one (docs/security.md A3).
+    if ctx.config.is_first_party(record.merchant_origin):
+        return verify_passkey_response
+    raise AssertionRejected(
+        "Unexpected clientDataJSON.type 'webauthn.get', expected 'payment.get': a merchant's transaction is "
+        "confirmed with Secure Payment Confirmation (or the issuer's fallback frame); a plain passkey assertion "
+        "confirms only a transaction of the issuer's own site", code="unexpected_type")
+
+
 async def _complete(ctx: IssuerContext, record: TransactionRecord, response: AuthenticationResponse, *,
                     fallback: bool) -> str:
-    """Verify (SPC or fallback) and finalize atomically; return the result token."""
+    """Verify (SPC, fallback or first-party passkey) and finalize atomically; return the result token."""
+    verify = _verifier(ctx, record, response, fallback=fallback)
     stored = await ctx.store.get_credential(response.credential_id)
     if stored is None:
         raise AssertionRejected("this credential cannot confirm this transaction", code="credential_not_allowed")
-    verify = verify_fallback_response if fallback else verify_payment_response
     verified = verify(response=response, expected=ExpectedPayment.from_json(record.expected), stored_credential=stored)
     await ctx.store.finalize_transaction(
         record.tenant_id, record.transaction_id, challenge=record.challenge,

@@ -11,7 +11,7 @@ everything that was confirmed:
 ``iat``, ``exp`` (``iat`` + ``result_token_ttl``), ``jti`` (random, unique)
 ``cred`` the credential id, base64url
 ``trans`` ``{"id": transaction id, "hash": transaction_hash(transaction_data),
-         "method": "spc" | "fallback", "instrument_id": the card the credential
+         "method": "spc" | "fallback" | "passkey", "instrument_id": the card the credential
          was enrolled for}`` (see :mod:`spc_embed.transactions`; docs/security.md H6)
 
 Keys rotate like the other secrets: the first configured key signs, every

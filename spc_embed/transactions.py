@@ -79,6 +79,7 @@ PENDING, SUCCEEDED, FAILED, EXPIRED = "pending", "succeeded", "failed", "expired
 STATES = (PENDING, SUCCEEDED, FAILED, EXPIRED)
 FINAL_STATES = frozenset({SUCCEEDED, FAILED, EXPIRED})
 METHOD_SPC, METHOD_FALLBACK = "spc", "fallback"
+METHOD_PASSKEY = "passkey"  # a first-party page's webauthn.get: the browser showed no amount
 
 
 def can_transition(current: str, new: str) -> bool:
