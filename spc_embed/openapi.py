@@ -228,7 +228,7 @@ SCHEMAS: dict[str, Any] = {
     "TokenResponse": {
         "type": "object", "required": ["token"],
         "properties": {"token": {"type": "string", "description": "ES256 JWT: iss, sub, aud (merchant id), iat, "
-                                 "exp, jti, cred, trans {id, hash, method: spc|fallback, instrument_id: the card "
+                                 "exp, jti, cred, trans {id, hash, method: spc|fallback|passkey, instrument_id: the card "
                                  "the credential was enrolled for}; keys at /.well-known/jwks.json"}},
     },
     "OptOutRequest": {
@@ -246,7 +246,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "tenant_id": _STRING, "transaction_id": _STRING, "user_id": _STRING,
             "state": {"enum": ["pending", "succeeded", "failed", "expired"]},
-            "failure_reason": _NULLABLE_STRING, "method": {"enum": ["spc", "fallback", None]},
+            "failure_reason": _NULLABLE_STRING, "method": {"enum": ["spc", "fallback", "passkey", None]},
             "credential_id": _NULLABLE_STRING, "merchant_origin": _STRING, "instrument_id": _NULLABLE_STRING,
             "transaction_data": {"type": "object", "description": "As initialize received it (TransactionData)"},
             "transaction_hash": _STRING,
@@ -307,8 +307,12 @@ def _transaction_paths() -> dict[str, Any]:
             "post": {
                 "summary": "Verify the assertion and complete the transaction",
                 "description": "With an API key from the merchant's backend, or without one from the merchant's "
-                               "page (CORS; the merchant is the one owning the Origin). Only payment.get "
-                               "assertions are accepted here.",
+                               "page (CORS; the merchant is the one owning the Origin). A merchant's transaction "
+                               "accepts payment.get (SPC) assertions only. A transaction of the issuer's own site "
+                               "(a first-party tenant: the issuer's origin, or https under the rp_id) also "
+                               "accepts the webauthn.get assertion of navigator.credentials.get() with "
+                               "initialize's publicKey, made top-level on that page; its result's trans.method "
+                               "is \"passkey\" (the browser showed no amount).",
                 "security": MERCHANT_KEY_OR_ORIGIN,
                 "requestBody": {"required": True, **_json(_ref("FinalizeRequest"), {
                     "transaction_id": "order-1042", "credential": EXAMPLE_CREDENTIAL,
