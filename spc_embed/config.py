@@ -159,6 +159,7 @@ def hash_api_key(api_key: str) -> str:
 
 
 MAX_PAYEE_NAME_LENGTH = 255
+_CURRENCY = re.compile(r"[A-Z]{3}")  # ISO 4217, as transactions.CURRENCY_PATTERN
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,11 @@ class Merchant:
     is one of ``payees``: a tenant that takes payments for others (a payment
     facilitator) lists them, as :class:`Payee` objects or ``{"name", "origin"}``
     mappings.
+
+    A transaction that leaves out ``currency`` is in ``default_currency``
+    (an upper-case ISO 4217 code), and one that names no payee shows this
+    merchant (:attr:`default_payee`), as the Hanko Passkey API's examples
+    expect; without a default, those members are required.
     """
 
     id: str
@@ -218,6 +224,7 @@ class Merchant:
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     name: str = ""
     payees: tuple[Payee, ...] = ()
+    default_currency: str | None = None
     api_key_hashes: tuple[str, ...] = field(default=(), init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -238,6 +245,21 @@ class Merchant:
         if isinstance(self.payees, (str, Mapping)):
             raise ConfigurationError(f"merchant {self.id!r} payees must be a list of payees")
         object.__setattr__(self, "payees", tuple(_payee(p, merchant_id=self.id) for p in self.payees))
+        if self.default_currency is not None and (
+                not isinstance(self.default_currency, str) or not _CURRENCY.fullmatch(self.default_currency)):
+            raise ConfigurationError(f"merchant {self.id!r} default_currency {self.default_currency!r} must be an "
+                                     'upper-case ISO 4217 code such as "EUR"')
+
+    @property
+    def default_payee(self) -> tuple[str | None, str | None]:
+        """The payee (name, origin) a transaction naming none shows: this merchant, by its name and its https origin.
+
+        The origin only when the merchant has exactly one https origin (with
+        several, which one the cardholder should see is not ours to guess;
+        an http://localhost origin is no payee origin, SPC shows https only).
+        """
+        https = [origin for origin in self.origins if origin.startswith("https://")]
+        return self.name or None, https[0] if len(https) == 1 else None
 
     def may_show_payee(self, name: str | None, origin: str | None) -> bool:
         """Whether a transaction may show this payee: this merchant itself, or one of its payees (H7).
@@ -387,7 +409,8 @@ class IssuerConfig:
         """Build from environment variables (see the README's configuration reference).
 
         Lists are comma-separated; merchants are a JSON array of objects with
-        ``id``, ``origins``, ``api_keys`` and optional ``name``.
+        ``id``, ``origins``, ``api_keys`` and optional ``name``, ``payees`` and
+        ``default_currency``.
         """
         env = os.environ if environ is None else environ
 
@@ -413,6 +436,7 @@ class IssuerConfig:
                 api_keys=tuple(m.get("api_keys", ())),
                 name=m.get("name", ""),
                 payees=tuple(m.get("payees", ())),
+                default_currency=m.get("default_currency"),
             )
             for m in merchants_raw
         )

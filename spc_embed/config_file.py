@@ -20,6 +20,7 @@ as with ``SPC_SIGNING_KEYS_FILE``::
     name = "Example Shop"
     origins = ["https://shop.example"]
     api_keys = ["<from spc-embed keys>"]
+    default_currency = "EUR"                     # optional: for transactions that leave currency out
 
 Every value is checked by ``IssuerConfig`` itself; this module only maps the
 file onto it, and refuses keys it does not know (a typo would otherwise be a
@@ -46,7 +47,8 @@ KNOWN_KEYS: tuple[str, ...] = (*CONFIG_KEYS, SIGNING_KEYS_FILE)
 MERCHANT_KEYS: tuple[str, ...] = tuple(f.name for f in fields(Merchant) if f.init)
 # The TOML type of each key. Values are checked further by IssuerConfig; a
 # wrong type is refused here, so the message can say what TOML to write.
-_STRINGS = ("rp_id", "rp_name", "origin", "database_url", "default_locale", SIGNING_KEYS_FILE, "id", "name")
+_STRINGS = ("rp_id", "rp_name", "origin", "database_url", "default_locale", SIGNING_KEYS_FILE, "id", "name",
+            "default_currency")
 _INTEGERS = ("enrollment_ttl", "challenge_ttl", "transaction_ttl", "result_token_ttl", "max_body_bytes",
              "database_pool_size")
 _STRING_LISTS = ("secret_keys", "signing_keys", "admin_api_keys", "allowed_attestation_formats", "origins", "api_keys")
@@ -131,7 +133,7 @@ def _merchant(index: int, table: object) -> Merchant:
     values = {key: _typed(key, value, where=where) for key, value in table.items()}
     return Merchant(id=values.get("id", ""), origins=values.get("origins", ()),
                     api_keys=values.get("api_keys", ()), name=values.get("name", ""),
-                    payees=values.get("payees", ()))
+                    payees=values.get("payees", ()), default_currency=values.get("default_currency"))
 
 
 def config_from_mapping(data: Mapping[str, Any], *, base_dir: str | Path = ".") -> IssuerConfig:

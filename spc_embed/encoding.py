@@ -4,6 +4,10 @@ Lenient decoding is how two parties come to disagree about one message: a
 challenge that decodes with stray characters, JSON whose second ``"type"``
 wins, CBOR with bytes after the end. Everything here refuses such input
 (docs/security.md P1-P3) and raises :class:`InvalidRequest`.
+
+JSON numbers with a fraction or an exponent parse as :class:`JSONNumber`, a
+float that keeps its text as written: ``100.10`` and ``100.1`` are one value
+but not one spelling, and an amount shown to a cardholder is a spelling.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import base64
 import binascii
 import io
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn
@@ -60,8 +65,34 @@ def _reject_constant(name: str) -> NoReturn:
     raise InvalidRequest(f"JSON constant {name} is not allowed")
 
 
+class JSONNumber(float):
+    """A JSON number as parsed: its value as a float, and ``text``, the number exactly as written.
+
+    Everything that takes a float takes it (``json.dumps`` writes the float's
+    shortest spelling); only code that asks for ``text`` sees the original.
+    """
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> JSONNumber:
+        number = super().__new__(cls, text)
+        if not math.isfinite(number):  # 1e400: JSON has no infinity, and a double cannot hold it
+            raise InvalidRequest(f"JSON number {text[:32]} is too large for a double")
+        number.text = text
+        return number
+
+
+def _parse_int(text: str) -> int | JSONNumber:
+    # "-0" is the one integer whose text is not str(int(text)); as IEEE -0 it keeps its sign and spelling.
+    return JSONNumber(text) if text == "-0" else int(text)
+
+
 def loads_json(data: bytes | str, *, field: str = "JSON") -> Any:
-    """Parse JSON refusing invalid UTF-8, duplicate keys, NaN and Infinity."""
+    """Parse JSON refusing invalid UTF-8, duplicate keys, NaN, Infinity and numbers beyond a double.
+
+    Non-integer numbers (and ``-0``) come back as :class:`JSONNumber`.
+    """
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8")
@@ -69,7 +100,8 @@ def loads_json(data: bytes | str, *, field: str = "JSON") -> Any:
             raise InvalidRequest(f"{field} is not valid UTF-8") from exc
     try:
         return json.loads(
-            data, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant
+            data, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant,
+            parse_float=JSONNumber, parse_int=_parse_int,
         )
     except (ValueError, RecursionError) as exc:
         if isinstance(exc, InvalidRequest):

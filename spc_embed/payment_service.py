@@ -120,7 +120,8 @@ async def initialize(ctx: IssuerContext, merchant: Merchant, body: Mapping[str, 
     config, store = ctx.config, ctx.store
     user_id = validate_identifier(body.get("user_id"), field="user_id", max_length=MAX_USER_ID_LENGTH)
     transaction_id = transaction_id_of(body.get("transaction_id"))
-    data = parse_transaction_data(body.get("transaction_data"))
+    data = parse_transaction_data(body.get("transaction_data"), default_currency=merchant.default_currency,
+                                  default_payee=merchant.default_payee)
     if not merchant.may_show_payee(data.payee_name, data.payee_origin):
         raise InvalidRequest(
             f"transaction_data names the payee {quoted(data.payee_name)} at {quoted(data.payee_origin)}, which is "

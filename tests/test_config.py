@@ -134,6 +134,11 @@ def test_origins_that_cannot_be_a_serialized_origin_refused(origin: str) -> None
     ({"api_keys": API_KEY}, "api_keys must be a list"),
     ({"api_keys": ("short",)}, "merchant 'shop' API key #1 must be at least 24 characters long"),
     ({"api_keys": (API_KEY, None)}, "merchant 'shop' API key #2 must be a string"),
+    ({"default_currency": "eur"}, "merchant 'shop' default_currency 'eur' must be an upper-case ISO 4217 code"),
+    ({"default_currency": "EURO"}, "default_currency 'EURO' must be an upper-case ISO 4217 code"),
+    ({"default_currency": ""}, "default_currency '' must be an upper-case ISO 4217 code"),
+    ({"default_currency": "E1R"}, "default_currency 'E1R' must be an upper-case ISO 4217 code"),
+    ({"default_currency": 978}, "default_currency 978 must be an upper-case ISO 4217 code"),
 ])
 def test_merchant_rules(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
@@ -143,6 +148,26 @@ def test_merchant_rules(changes: dict[str, Any], message: str) -> None:
 def test_merchant_without_api_keys_is_allowed() -> None:
     # An enrolment-only merchant never calls the transaction API.
     assert merchant(api_keys=()).api_key_hashes == ()
+
+
+def test_default_currency_is_optional() -> None:
+    assert merchant().default_currency is None
+    assert merchant(default_currency="EUR").default_currency == "EUR"
+
+
+@pytest.mark.parametrize("name, origins, payee", [
+    ("Shop", ("https://shop.test",), ("Shop", "https://shop.test")),
+    ("", ("https://shop.test",), (None, "https://shop.test")),
+    ("Shop", ("https://shop.test", "https://www.shop.test"), ("Shop", None)),  # which one to show is not ours to guess
+    ("Shop", ("https://shop.test", "http://localhost:8000"), ("Shop", "https://shop.test")),  # http is no payee origin
+    ("Shop", ("http://localhost:8000",), ("Shop", None)),
+    ("", ("http://localhost:8000",), (None, None)),
+])
+def test_default_payee_is_the_merchant_by_name_and_single_https_origin(
+        name: str, origins: tuple[str, ...], payee: tuple[str | None, str | None]) -> None:
+    shop = merchant(name=name, origins=origins)
+    assert shop.default_payee == payee
+    assert payee == (None, None) or shop.may_show_payee(*payee)  # H7: the default is always the merchant itself
 
 
 # The issuer
@@ -229,7 +254,8 @@ def env(keys_file: Path) -> dict[str, str]:
         "SPC_SECRET_KEYS": f"{NEWER_SECRET}, {SECRET}",
         "SPC_SIGNING_KEYS_FILE": str(keys_file),
         "SPC_MERCHANTS": json.dumps([
-            {"id": "shop", "name": "Shop", "origins": ["https://shop.test"], "api_keys": [API_KEY]},
+            {"id": "shop", "name": "Shop", "origins": ["https://shop.test"], "api_keys": [API_KEY],
+             "default_currency": "EUR"},
             {"id": "cafe", "origins": ["https://cafe.test", "https://www.cafe.test"]},
         ]),
     }
@@ -244,6 +270,7 @@ def test_from_env(env: dict[str, str]) -> None:
     assert [m.id for m in built.merchants] == ["shop", "cafe"]
     assert built.merchant("cafe").origins == ("https://cafe.test", "https://www.cafe.test")
     assert built.merchant("shop").api_key_hashes == (hashlib.sha256(API_KEY.encode()).hexdigest(),)
+    assert (built.merchant("shop").default_currency, built.merchant("cafe").default_currency) == ("EUR", None)
     assert built.enrollment_ttl == IssuerConfig.enrollment_ttl  # defaults kept
 
 
@@ -288,6 +315,10 @@ def test_from_env_without_signing_keys_fails(env: dict[str, str]) -> None:
     ("[]", "at least one merchant"),
     ('[{"id": "shop"}]', "needs a list of allowed origins"),
     ('[{"id": "shop", "origins": ["https://shop.test/"]}]', "merchant 'shop' origin"),
+    ('[{"id": "shop", "origins": ["https://shop.test"], "default_currency": "euro"}]',
+     "merchant 'shop' default_currency 'euro' must be an upper-case ISO 4217 code"),
+    ('[{"id": "shop", "origins": ["https://shop.test"], "default_currency": 978}]',
+     "merchant 'shop' default_currency 978 must be an upper-case ISO 4217 code"),
 ])
 def test_from_env_bad_merchants(env: dict[str, str], value: str, message: str) -> None:
     env["SPC_MERCHANTS"] = value

@@ -67,6 +67,17 @@ payees = [{name = "Corner Shop", origin = "https://corner.example"}, {name = "Bo
         config_from_mapping({**base(), "merchants": [{**merchants[0], "payees": ["Corner Shop"]}]})
 
 
+def test_a_merchant_may_have_a_default_currency() -> None:
+    shop = {"id": "shop", "origins": ["https://shop.example"]}
+    (merchant,) = config_from_mapping({**base(), "merchants": [{**shop, "default_currency": "EUR"}]}).merchants
+    assert merchant.default_currency == "EUR"
+    assert config_from_mapping(base()).merchants[0].default_currency is None
+    with pytest.raises(ConfigurationError, match=r"default_currency in merchants entry #1 must be a string in quotes"):
+        config_from_mapping({**base(), "merchants": [{**shop, "default_currency": 978}]})
+    with pytest.raises(ConfigurationError, match="default_currency 'eur' must be an upper-case ISO 4217 code"):
+        config_from_mapping({**base(), "merchants": [{**shop, "default_currency": "eur"}]})
+
+
 def test_signing_keys_may_be_inline() -> None:
     assert config_from_mapping(base()).signing_keys == (signing_key_pem(0),)
 

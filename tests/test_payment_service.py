@@ -97,7 +97,7 @@ async def test_initialize_validates_its_body(bank: Bank) -> None:
         await bank.initialize("order-1", show_opt_out="yes")
     with pytest.raises(InvalidRequest) as bad_data:
         await payment_service.initialize(bank.ctx, bank.merchant, {
-            "user_id": "alice", "transaction_id": "t", "transaction_data": {**TRANSACTION_DATA, "amount": 1}})
+            "user_id": "alice", "transaction_id": "t", "transaction_data": {**TRANSACTION_DATA, "amount": -1}})
     assert bad_data.value.code == "invalid_transaction_data"
 
 

@@ -338,7 +338,7 @@ def test_mounted_under_a_path_everything_carries_the_prefix(tmp_path) -> None:
     ({"user_id": "alice", "transaction_data": TRANSACTION_DATA}, "invalid_request"),
     ({"user_id": "alice", "transaction_id": "x" * 129, "transaction_data": TRANSACTION_DATA}, "invalid_request"),
     ({"user_id": "alice", "transaction_id": "t"}, "invalid_transaction_data"),
-    ({"user_id": "alice", "transaction_id": "t", "transaction_data": {**TRANSACTION_DATA, "amount": 100}},
+    ({"user_id": "alice", "transaction_id": "t", "transaction_data": {**TRANSACTION_DATA, "amount": -100}},
      "invalid_transaction_data"),
     ({"user_id": "alice", "transaction_id": "t",
       "transaction_data": {**TRANSACTION_DATA, "merchant_origin": OTHER_MERCHANT_ORIGIN}}, "invalid_transaction_data"),
