@@ -163,7 +163,7 @@ def serve_sites(ca: TestCA, database: Path, *, locale_directories: tuple[Path, .
             merchant_name="Test Shop",
             merchant_payees=({"name": "A shop with a rather long name, Ltd.", "origin": merchant_site.origin},),
             extra_merchants=(Merchant(id="bank", name="Test Bank", origins=(issuer_site.origin,),
-                                      api_keys=(BANK_API_KEY,)),),
+                                      api_keys=(BANK_API_KEY,), default_currency="EUR"),),
             admin_api_keys=(ADMIN_API_KEY,),
         )
         issuer_api = f"https://localhost:{issuer_site.port}{MOUNT}"
