@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
+import rfc8785
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
@@ -331,6 +332,120 @@ def test_mounted_under_a_path_everything_carries_the_prefix(tmp_path) -> None:
 
 
 # Initialize input
+
+
+# Hanko's transaction_data as it is (issue 10): number amounts spelled as sent, the merchant's defaults
+
+
+HANKO_DATA = '{"amount": 123.45, "usedFor": "Buying a Hanko Cloud membership"}'
+NAMELESS_KEY = "nameless-api-key-0123456789abcdef"
+
+
+@pytest.fixture
+def hanko_bank(tmp_path, database_url):
+    merchants = (
+        Merchant(id="merchant", name="Test Merchant", origins=(MERCHANT_ORIGIN,), api_keys=(API_KEY,),
+                 default_currency="EUR"),
+        # No name and two origins: no payee to default to, and no default currency.
+        Merchant(id="nameless", origins=("https://a.nameless.test", "https://b.nameless.test"),
+                 api_keys=(NAMELESS_KEY,)),
+    )
+    with make_bank(tmp_path, merchants=merchants, database_url=database_url) as bank:
+        yield bank
+
+
+def initialize_raw(bank, data: str, transaction_id: str, *, api_key: str = API_KEY):
+    """initialize with transaction_data exactly as written here: the app's own JSON parser reads the number text."""
+    body = f'{{"user_id": "alice", "transaction_id": "{transaction_id}", "transaction_data": {data}}}'
+    return bank.client.post("/transaction/initialize", content=body.encode(),
+                            headers={"apiKey": api_key, "Content-Type": "application/json"})
+
+
+def assert_refused_and_not_stored(bank, response, transaction_id: str, code: str, says: str,
+                                  tenant: str = "merchant") -> None:
+    assert error(response) == (400, code), response.text
+    assert says in response.json()["message"], response.text
+    assert bank.run(bank.issuer.store.get_transaction, tenant, transaction_id) is None
+
+
+def test_hankos_example_transaction_data_is_initialized_shown_signed_and_hashed_as_sent(hanko_bank) -> None:
+    bank = hanko_bank
+    response = initialize_raw(bank, HANKO_DATA, "hanko-1")
+    assert response.status_code == 200, response.text
+    options = response.json()
+    assert options["total"] == {"currency": "EUR", "value": "123.45"}
+    spc = options["secure_payment_confirmation"]
+    assert (spc["payeeName"], spc["payeeOrigin"]) == ("Test Merchant", MERCHANT_ORIGIN)
+    # What a merchant computes on its side with any RFC 8785 library over the data it sent.
+    merchant_side = rfc8785.dumps({"amount": 123.45, "usedFor": "Buying a Hanko Cloud membership"})
+    assert options["transaction_hash"] == b64url(hashlib.sha256(merchant_side).digest())
+    record = bank.run(bank.issuer.store.get_transaction, "merchant", "hanko-1")
+    assert record.data == {"amount": 123.45, "usedFor": "Buying a Hanko Cloud membership"}  # no default written in
+    assert (record.expected["amount"], record.expected["currency"]) == ("123.45", "EUR")
+    # The browser signs the amount it was shown; the issuer accepts exactly that, and the token names the hash.
+    token = bank.finalize("hanko-1", spc_assertion(bank.auth, options))
+    assert token.status_code == 200, token.text
+    assert jwt_claims(token.json()["token"])["trans"]["hash"] == options["transaction_hash"]
+    listed = bank.client.get("/transactions", params={"user_id": "alice"}, headers={"apiKey": API_KEY})
+    assert listed.json()["transactions"][0]["transaction_data"]["amount"] == 123.45
+
+
+@pytest.mark.parametrize(("written", "shown"), [("100.10", "100.10"), ("100", "100"), ("0.5", "0.5"),
+                                                ('"100.10"', "100.10")])
+def test_a_number_amount_is_shown_exactly_as_written_in_the_body(hanko_bank, written: str, shown: str) -> None:
+    response = initialize_raw(hanko_bank, f'{{"amount": {written}}}', "spelled")
+    assert response.status_code == 200, response.text
+    assert response.json()["total"] == {"currency": "EUR", "value": shown}
+
+
+@pytest.mark.parametrize(("written", "says"), [
+    ("1e2", "has an exponent"), ("1E2", "has an exponent"), ("-1", "has a sign"), ("-0", "has a sign"),
+    ("-0.0", "has a sign"), ("1.23456", "5 fraction digits"), ("12345678901234567.5", "more than 15 integer digits"),
+    ("999999999999999.9999", "send it as a string"), ("true", "not true"), ("null", "not null"),
+    ('"1e2"', "must be a decimal string"), ('"100.1 "', "must be a decimal string"),
+])
+def test_a_bad_amount_is_400_with_how_to_write_it_and_nothing_is_stored(hanko_bank, written: str, says: str) -> None:
+    response = initialize_raw(hanko_bank, f'{{"amount": {written}, "usedFor": "x"}}', "bad-amount")
+    assert_refused_and_not_stored(hanko_bank, response, "bad-amount", "invalid_transaction_data", says)
+
+
+def test_a_number_beyond_a_double_is_400_and_nothing_is_stored(hanko_bank) -> None:
+    response = initialize_raw(hanko_bank, '{"amount": "1.00", "big": 1e400}', "huge")
+    assert_refused_and_not_stored(hanko_bank, response, "huge", "invalid_request", "too large for a double")
+
+
+def test_without_currency_or_payee_a_merchant_without_defaults_is_told_both_ways_to_fix_it(hanko_bank) -> None:
+    bank = hanko_bank
+    response = initialize_raw(bank, '{"amount": 1.00, "payee_origin": "https://a.nameless.test"}', "no-currency",
+                              api_key=NAMELESS_KEY)
+    assert_refused_and_not_stored(bank, response, "no-currency", "invalid_transaction_data",
+                                  "send it", tenant="nameless")
+    assert "default_currency" in response.json()["message"]
+    response = initialize_raw(bank, '{"amount": 1.00, "currency": "EUR", "merchant_origin": "https://a.nameless.test"}',
+                              "no-payee", api_key=NAMELESS_KEY)
+    assert_refused_and_not_stored(bank, response, "no-payee", "invalid_transaction_data",
+                                  "configure this merchant's name", tenant="nameless")
+    named = initialize_raw(bank, '{"amount": 1.00, "currency": "EUR", "payee_origin": "https://b.nameless.test", '
+                                 '"merchant_origin": "https://b.nameless.test"}', "named", api_key=NAMELESS_KEY)
+    assert named.status_code == 200, named.text
+
+
+def test_a_sent_currency_or_payee_wins_over_the_defaults_and_h7_still_holds(hanko_bank) -> None:
+    bank = hanko_bank
+    response = initialize_raw(bank, '{"amount": 5, "currency": "CHF", "payee_name": "Test Merchant"}', "sent")
+    assert response.status_code == 200, response.text
+    assert response.json()["total"] == {"currency": "CHF", "value": "5"}
+    spc = response.json()["secure_payment_confirmation"]
+    assert spc["payeeName"] == "Test Merchant" and "payeeOrigin" not in spc
+    response = initialize_raw(bank, '{"amount": 5, "payee_name": "Someone Else"}', "other-payee")
+    assert_refused_and_not_stored(bank, response, "other-payee", "payee_not_allowed", "Someone Else")
+
+
+def test_a_bad_default_currency_is_refused_at_start_up() -> None:
+    from spc_embed.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="default_currency 'eur' must be an upper-case ISO 4217 code"):
+        Merchant(id="merchant", origins=(MERCHANT_ORIGIN,), default_currency="eur")
 
 
 @pytest.mark.parametrize("body,code", [
