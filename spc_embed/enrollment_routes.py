@@ -68,7 +68,7 @@ async def enroll_verify(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/enroll", enroll_page, methods=["GET"], name="enroll_page"),
+    Route(enrollment_service.ENROLL_PAGE_PATH, enroll_page, methods=["GET"], name="enroll_page"),
     Route("/enroll/options", enroll_options, methods=["POST"], name="enroll_options"),
     Route("/enroll/verify", enroll_verify, methods=["POST"], name="enroll_verify"),
 ]

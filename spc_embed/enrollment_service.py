@@ -14,18 +14,70 @@ top-level, outside the page it was minted for, enrols nothing
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .clientdata import parse_client_data
 from .context import IssuerContext
 from .encoding import b64url_decode, b64url_encode
-from .errors import ChallengeError, InvalidRequest, SPCEmbedError, TokenError, TokenExpired, TokenUsed
+from .enrollment_input import card_fields, locale_field, text_field, user_id_field
+from .errors import (
+    ChallengeError,
+    ConfigurationError,
+    InvalidRequest,
+    SPCEmbedError,
+    TokenError,
+    TokenExpired,
+    TokenUsed,
+)
 from .registration import registration_options, verify_registration
 from .storage import Challenge, Credential
-from .tokens import EnrollmentToken
+from .text import quoted
+from .tokens import MAX_TOKEN_LENGTH, EnrollmentToken
 
 REGISTRATION = "registration"
+ENROLL_PAGE_PATH = "/enroll"  # the route's path, here so that a link can be minted without a request
+
+
+@dataclass(frozen=True)
+class EnrollmentLink:
+    url: str  # the iframe page with its token, for the merchant page named in it
+    expires_at: int  # Unix time after which the token is refused
+
+
+def enrollment_link(ctx: IssuerContext, body: Mapping[str, Any]) -> EnrollmentLink:
+    """Mint a single-use enrolment token from the back office's fields and return the iframe URL.
+
+    Every field is checked here, each with its own stable code, before anything
+    is minted; nothing is stored until the link is used. This is the one way
+    links are made: :meth:`~spc_embed.Issuer.enrollment_url` (in process) and
+    ``POST /enrollment/links`` (over HTTP) both call it.
+    """
+    user_id = user_id_field(body)
+    user_name = text_field(body, "user_name")
+    user_display_name = text_field(body, "user_display_name")
+    card = card_fields(body)
+    merchant_origin = body.get("merchant_origin")
+    if not isinstance(merchant_origin, str) or ctx.config.merchant_for_origin(merchant_origin) is None:
+        raise InvalidRequest(f"'merchant_origin' {quoted(merchant_origin)} is not an origin of any configured "
+                             "merchant (scheme://host[:port], exactly as configured)", code="unknown_merchant_origin")
+    locale = locale_field(body)
+    try:
+        token = ctx.enrollment_tokens.mint(EnrollmentToken(
+            user_id=user_id, user_name=user_name, user_display_name=user_display_name,
+            instrument_name=card.instrument_name, instrument_icon=card.instrument_icon,
+            merchant_origin=merchant_origin, locale=locale, instrument_id=card.instrument_id,
+        ))
+    except ConfigurationError as exc:  # the fields above passed the same rules; kept as a 400, never a 500
+        raise InvalidRequest(str(exc)) from exc
+    # Policy: a token the page could not read back (SignedTokens.loads) is refused now, not when it is opened.
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidRequest(f"the enrolment link would carry a token longer than {MAX_TOKEN_LENGTH} characters; "
+                             "use an https:// URL for 'instrument_icon' rather than a data: URL, or shorter names",
+                             code="enrollment_link_too_long")
+    return EnrollmentLink(url=ctx.url(ENROLL_PAGE_PATH) + "?token=" + token,
+                          expires_at=int(ctx.clock()) + ctx.config.enrollment_ttl)
 
 
 @dataclass(frozen=True)

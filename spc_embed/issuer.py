@@ -26,15 +26,15 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from . import enrollment_routes, pay_routes
+from . import enrollment_routes, enrollment_service, pay_routes
 from .api_keys import ApiKeys
 from .config import IssuerConfig
 from .context import IssuerContext
-from .errors import ConfigurationError
-from .i18n import Catalogs, check_locale_tag, install_gettext
+from .errors import ConfigurationError, InvalidRequest
+from .i18n import Catalogs, install_gettext
 from .results import ResultSigner
 from .storage import Store
-from .tokens import EnrollmentToken, EnrollmentTokens, OptOutTokens, PaymentHandles
+from .tokens import EnrollmentTokens, OptOutTokens, PaymentHandles
 from .transaction_routes import transaction_routes
 from .web import EXCEPTION_HANDLERS, DefaultHeaders, WidgetFiles
 
@@ -137,16 +137,15 @@ class Issuer:
         catalog for it, the frame speaks the browser's ``Accept-Language``, else
         ``default_locale``.
         """
-        if locale is not None:
-            check_locale_tag(locale, what="locale")
-        if self.config.merchant_for_origin(merchant_origin) is None:
-            raise ConfigurationError(f"{merchant_origin!r} is not an origin of any configured merchant")
-        token = self.enrollment_tokens.mint(EnrollmentToken(
-            user_id=user_id, user_name=user_name, user_display_name=user_display_name,
-            instrument_name=instrument_name, instrument_icon=instrument_icon,
-            merchant_origin=merchant_origin, locale=locale, instrument_id=instrument_id,
-        ))
-        return self.url(self.app.url_path_for("enroll_page") + "?token=" + token)
+        fields = {
+            "user_id": user_id, "user_name": user_name, "user_display_name": user_display_name,
+            "instrument_name": instrument_name, "instrument_icon": instrument_icon,
+            "merchant_origin": merchant_origin, "locale": locale, "instrument_id": instrument_id,
+        }
+        try:
+            return enrollment_service.enrollment_link(self.context, fields).url
+        except InvalidRequest as exc:  # in process, a bad argument is the caller's configuration
+            raise ConfigurationError(exc.message) from exc
 
     def _build_app(self) -> Starlette:
         widget = WidgetFiles(StaticFiles(directory=widget_directory()), self.config.merchant_origins)

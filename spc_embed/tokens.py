@@ -32,6 +32,7 @@ PAYMENT_HANDLE_SALT = "spc-embed.payment-handle.v1"
 OPT_OUT_SALT = "spc-embed.opt-out.v1"
 MAX_OPT_OUT_TOKEN_LENGTH = 128
 MAX_INSTRUMENT_ID_LENGTH = 255
+MAX_TOKEN_LENGTH = 4096  # what SignedTokens.loads reads; enrolment links longer than this are refused when minted
 
 
 @dataclass(frozen=True)
@@ -85,10 +86,10 @@ class SignedTokens:
         return self._serializer.dumps(payload)
 
     def loads(self, token: object) -> dict[str, Any]:
-        if not isinstance(token, str) or not token or len(token) > 4096:
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
             raise TokenError("the link is missing its token or the token is malformed")
         # Before the signer: itsdangerous encodes the token as UTF-8, which a lone surrogate breaks (H2).
-        storable_text(token, field="the token", max_length=4096)
+        storable_text(token, field="the token", max_length=MAX_TOKEN_LENGTH)
         try:
             payload = self._serializer.loads(token, max_age=self.max_age)
         except SignatureExpired as exc:
