@@ -26,7 +26,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from . import enrollment_routes, enrollment_service, pay_routes
+from . import enrollment_routes, enrollment_service, pay_routes, registration_routes
 from .api_keys import ApiKeys
 from .config import IssuerConfig
 from .context import IssuerContext
@@ -154,6 +154,7 @@ class Issuer:
                 *enrollment_routes.ROUTES,
                 *transaction_routes(self.config.merchant_origins),
                 *pay_routes.ROUTES,
+                *registration_routes.ROUTES,
                 Mount("/widget", app=widget, name="widget"),
             ],
             middleware=[Middleware(DefaultHeaders)],

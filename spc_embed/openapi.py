@@ -12,6 +12,8 @@ import copy
 from typing import Any
 
 from .context import IssuerContext
+from .enrollment_input import MAX_ICON_LENGTH
+from .tokens import MAX_INSTRUMENT_ID_LENGTH
 from .transactions import (
     AMOUNT_PATTERN,
     MAX_LOGOS,
@@ -98,6 +100,9 @@ _NULLABLE_STRING = {"type": ["string", "null"]}
 _B64URL = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$"}
 # No C0/C1 control character or DEL anywhere, and one character that is not white space (storable_text, H2).
 _STORABLE = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+# spc_embed.enrollment_input.icon_field: a URL the browser can fetch, printable ASCII without spaces.
+_ICON = {"type": "string", "minLength": 1, "maxLength": MAX_ICON_LENGTH,
+         "pattern": "^(https://|http://localhost|data:image/)[!-~]*$"}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -276,6 +281,67 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["kty", "crv", "x", "y", "kid", "alg", "use"]}}}},
     "EnrollmentRequest": {"type": "object", "required": ["token"],
                           "properties": {"token": _identifier(4096), "credential": {"type": "object"}}},
+    "RegistrationInitializeRequest": {
+        "type": "object", "required": ["user_id", "username"],
+        "description": "The Hanko Passkey API's body, with spc-embed's card (SPC instrument): instrument_name and "
+                       "instrument_icon together, or none of the three instrument members. With a card the "
+                       "credential confirms SPC payments for it; without one it is a passkey of the issuer's rp_id "
+                       "that is never offered for a payment.",
+        "properties": {
+            "user_id": _identifier(MAX_USER_ID_LENGTH, "The issuer's id of the cardholder"),
+            "username": _identifier(MAX_TEXT_LENGTH, "user.name in the options (kept from the first call)"),
+            "display_name": _identifier(MAX_TEXT_LENGTH, "user.displayName; defaults to username"),
+            "icon": {**_ICON, "description": "Hanko's user icon: checked, then ignored (WebAuthn L2 removed "
+                                             "user.icon); the card's picture is instrument_icon"},
+            "instrument_id": _identifier(MAX_INSTRUMENT_ID_LENGTH, "The card's id at the issuer (defaults to "
+                                                                   "instrument_name)"),
+            "instrument_name": _identifier(MAX_TEXT_LENGTH, "The card's name, shown in the SPC dialog"),
+            "instrument_icon": {**_ICON, "description": "The card's picture, shown in the SPC dialog"},
+        },
+        "dependentRequired": {"instrument_id": ["instrument_name", "instrument_icon"],
+                              "instrument_name": ["instrument_icon"], "instrument_icon": ["instrument_name"]},
+    },
+    "RegistrationInitializeResponse": {
+        "type": "object", "required": ["publicKey"],
+        "properties": {"publicKey": {"type": "object", "description": "PublicKeyCredentialCreationOptionsJSON "
+                                     "(extensions.payment.isPayment true), for create() of @github/webauthn-json"}},
+    },
+    "RegistrationResponseJSON": {
+        "type": "object", "required": ["id", "rawId", "type", "response"],
+        "description": "What create() returns (PublicKeyCredential.toJSON()), as-is",
+        "properties": {"id": _B64URL, "rawId": _B64URL, "type": {"const": "public-key"},
+                       "response": {"type": "object", "required": ["clientDataJSON", "attestationObject"],
+                                    "properties": {"clientDataJSON": _B64URL, "attestationObject": _B64URL}}},
+    },
+    "RegistrationTokenResponse": {
+        "type": "object", "required": ["token"],
+        "properties": {"token": {"type": "string", "description": "ES256 JWT as the Hanko Passkey API's: sub (the "
+                                 "user id), cred (the credential id), aud [rp_id], iat; and iss, exp, jti. No trans: "
+                                 "it confirms no payment. Keys at /.well-known/jwks.json"}},
+    },
+    "EnrollmentLinkRequest": {
+        "type": "object",
+        "required": ["user_id", "user_name", "user_display_name", "instrument_name", "instrument_icon",
+                     "merchant_origin"],
+        "properties": {
+            "user_id": _identifier(MAX_USER_ID_LENGTH),
+            "user_name": _identifier(MAX_TEXT_LENGTH),
+            "user_display_name": _identifier(MAX_TEXT_LENGTH),
+            "instrument_id": _identifier(MAX_INSTRUMENT_ID_LENGTH, "The card's id at the issuer (defaults to "
+                                                                   "instrument_name)"),
+            "instrument_name": _identifier(MAX_TEXT_LENGTH),
+            "instrument_icon": _ICON,
+            "merchant_origin": {"type": "string", "description": "The page the iframe will be framed by: an origin "
+                                                                 "of a configured merchant, exactly"},
+            "locale": {"type": "string", "maxLength": 35, "pattern": "^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8}){0,4}$",
+                       "description": "The cardholder's language for the frame"},
+        },
+    },
+    "EnrollmentLinkResponse": {
+        "type": "object", "required": ["url", "expires_at"],
+        "properties": {"url": {"type": "string", "description": "The enrolment iframe URL, single use"},
+                       "expires_at": {"type": "integer", "description": "Unix time the link expires at"}},
+    },
 }
 
 
@@ -371,6 +437,59 @@ def _management_paths() -> dict[str, Any]:
             },
         },
     }
+
+
+def _enrollment_paths(ctx: IssuerContext) -> dict[str, Any]:
+    """Enrolling a cardholder from the issuer's own backend (admin key only)."""
+    link_example = {
+        "user_id": "customer-42", "user_name": "alex@example.com", "user_display_name": "Alex Doe",
+        "instrument_name": "Visa ****4242", "instrument_icon": ctx.url("/widget/card.png"),
+        "merchant_origin": sorted(ctx.config.merchant_origins)[0],
+    }
+    return {
+        "/registration/initialize": {"post": {
+            "summary": "Start registering a passkey on the issuer's own page (Hanko Passkey API shape; admin key)",
+            "description": "Creation options with the SPC payment extension for navigator.credentials.create() "
+                           "(or create() of @github/webauthn-json), top-level on the issuer's origin or a "
+                           "first-party tenant's (https, host the rp_id or under it). Creates the user if new.",
+            "security": MERCHANT_KEY,
+            "requestBody": {"required": True, **_json(_ref("RegistrationInitializeRequest"), {
+                "user_id": "customer-42", "username": "alex@example.com", "instrument_name": "Visa ****4242",
+                "instrument_icon": ctx.url("/widget/card.png"),
+            })},
+            "responses": {**_ok("Creation options", _ref("RegistrationInitializeResponse")),
+                          **_errors(400, 401, 413, 415, 503)},
+        }},
+        "/registration/finalize": {"post": {
+            "summary": "Verify and store the new passkey (Hanko Passkey API shape; admin key)",
+            "description": "The body is create()'s credential as-is. The challenge must be one initialize issued, "
+                           "live and unused; clientDataJSON.origin the issuer's or a first-party tenant's origin, "
+                           "not cross-origin; user verification required. A credential id registered before is "
+                           "409 credential_exists.",
+            "security": MERCHANT_KEY,
+            "requestBody": {"required": True, **_json(_ref("RegistrationResponseJSON"), {
+                "id": "AAECAwQFBgcICQoLDA0ODw", "rawId": "AAECAwQFBgcICQoLDA0ODw", "type": "public-key",
+                "response": {"clientDataJSON": "e30", "attestationObject": "oA"},
+            })},
+            "responses": {**_ok("The registration token", _ref("RegistrationTokenResponse")),
+                          **_errors(400, 401, 409, 413, 415, 503)},
+        }},
+        "/enrollment/links": {"post": {
+            "summary": "Mint an enrolment iframe link for one cardholder, card and merchant page (admin key)",
+            "description": "The URL Issuer.enrollment_url returns in process: single use, valid for "
+                           "enrollment_ttl seconds. Nothing is stored until it is used.",
+            "security": MERCHANT_KEY,
+            "requestBody": {"required": True, **_json(_ref("EnrollmentLinkRequest"), link_example)},
+            "responses": {**_ok("The link", _ref("EnrollmentLinkResponse")), **_errors(400, 401, 413, 415)},
+        }},
+    }
+
+
+def _enrollment_link_rules(ctx: IssuerContext) -> dict[str, Any]:
+    """EnrollmentLinkRequest with this issuer's merchant origins, the only ones a link may name."""
+    schema: dict[str, Any] = copy.deepcopy(SCHEMAS["EnrollmentLinkRequest"])
+    schema["properties"]["merchant_origin"]["enum"] = sorted(ctx.config.merchant_origins)
+    return schema
 
 
 def _public_paths() -> dict[str, Any]:
@@ -483,9 +602,10 @@ def openapi_document(ctx: IssuerContext) -> dict[str, Any]:
                            "{code, message} with a stable code.",
         },
         "servers": [{"url": ctx.base_url}],
-        "paths": _with_own_example(_paths(), ctx),
+        "paths": _with_own_example({**_paths(), **_enrollment_paths(ctx)}, ctx),
         "components": {
-            "schemas": {**SCHEMAS, "TransactionData": _payee_rules(ctx)},
+            "schemas": {**SCHEMAS, "TransactionData": _payee_rules(ctx),
+                        "EnrollmentLinkRequest": _enrollment_link_rules(ctx)},
             "securitySchemes": {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "apiKey"},
                 "bearer": {"type": "http", "scheme": "bearer"},

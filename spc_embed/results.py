@@ -123,6 +123,29 @@ class ResultSigner:
         signature = self._es256.sign(signing_input.encode("ascii"), self._key)
         return f"{signing_input}.{b64url_encode(signature)}"
 
+    def sign_registration(self, *, user_id: str, credential_id: bytes, rp_id: str) -> str:
+        """The token ``POST /registration/finalize`` answers with, as the Hanko Passkey API's.
+
+        Hanko's claims ``sub`` (the user id), ``cred`` (the new credential's id),
+        ``aud`` (``[rp_id]``) and ``iat``, with this issuer's ``iss``, ``exp``
+        and ``jti``; no ``trans``, so it can never pass for a payment result
+        (:func:`verify_result_token` requires one), and its ``aud`` is never a tenant id.
+        """
+        now = int(self._clock())
+        claims = {
+            "iss": self.issuer,
+            "sub": user_id,
+            "aud": [rp_id],
+            "iat": now,
+            "exp": now + self.ttl,
+            "jti": secrets.token_urlsafe(18),
+            "cred": b64url_encode(credential_id),
+        }
+        payload = b64url_encode(json.dumps(claims, separators=(",", ":")).encode("utf-8"))
+        signing_input = f"{self._header_segment}.{payload}"
+        signature = self._es256.sign(signing_input.encode("ascii"), self._key)
+        return f"{signing_input}.{b64url_encode(signature)}"
+
     def verify(self, token: str, *, audience: str, leeway: float = 0) -> dict[str, Any]:
         """Verify a result token as a merchant would (ES256 only, this issuer, this audience, not expired)."""
         return verify_result_token(token, jwks=self._jwks, issuer=self.issuer, audience=audience,

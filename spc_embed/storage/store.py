@@ -57,12 +57,14 @@ _CREDENTIAL_SELECT = f"SELECT {', '.join(CREDENTIAL_COLUMNS)} FROM spc_credentia
 _TRANSACTION_SELECT = f"SELECT {', '.join(TRANSACTION_COLUMNS)} FROM spc_transactions"
 _USER_SELECT = "SELECT user_id, user_handle, name, display_name FROM spc_users"
 # The user (NULLs if unknown) beside each payable credential (NULLs if none): always at least one row.
+# A credential registered without a card (instrument_id '') confirms no payment: H6 binds a payment to a card.
 _PAYABLE = (
     "SELECT u.user_id, u.user_handle, u.name, u.display_name, "
     + ", ".join(f"c.{column}" for column in CREDENTIAL_COLUMNS)
     + " FROM (SELECT CAST($1 AS TEXT) AS wanted) AS q"
     " LEFT JOIN spc_users AS u ON u.user_id = q.wanted"
-    " LEFT JOIN spc_credentials AS c ON c.user_id = q.wanted AND c.revoked_at IS NULL AND c.created_at > COALESCE("
+    " LEFT JOIN spc_credentials AS c ON c.user_id = q.wanted AND c.revoked_at IS NULL AND c.instrument_id <> ''"
+    " AND c.created_at > COALESCE("
     "(SELECT MAX(o.reported_at) FROM spc_opt_outs AS o WHERE o.tenant_id = $2 AND o.user_id = q.wanted), -1)"
     " ORDER BY c.created_at"
 )
@@ -240,11 +242,14 @@ class Store:
     # Credentials
 
     async def add_credential(self, credential: Credential, *, challenge: str, subject: str,
-                             token_id: str) -> None:
+                             token_id: str | None, purpose: str = REGISTRATION) -> None:
         """Store a new credential, consuming its challenge and enrolment token, atomically.
 
         Either all three happen or none: a reused challenge or token, or a
         credential id registered before (to anyone), leaves nothing behind.
+        ``token_id`` None is a registration without an enrolment link (the
+        issuer's own page, ``POST /registration/finalize``): its challenge,
+        of its own ``purpose``, is then the only thing consumed.
         """
         now = self.now()
         values = [getattr(credential, c) for c in CREDENTIAL_COLUMNS]
@@ -253,11 +258,12 @@ class Store:
                   f"VALUES ({placeholders(1, len(values))}) ON CONFLICT DO NOTHING")
 
         def plan() -> Plan[None]:
-            if (yield execute(_CONSUME_CHALLENGE, now, challenge, REGISTRATION, subject)) != 1:
+            if (yield execute(_CONSUME_CHALLENGE, now, challenge, purpose, subject)) != 1:
                 raise ChallengeError("the registration challenge is unknown, expired or already used")
-            if (yield execute("INSERT INTO spc_used_tokens (token_id, used_at) VALUES ($1, $2)"
-                              " ON CONFLICT DO NOTHING", token_id, now)) != 1:
-                raise TokenUsed("this enrolment link has already been used")
+            if token_id is not None:
+                if (yield execute("INSERT INTO spc_used_tokens (token_id, used_at) VALUES ($1, $2)"
+                                  " ON CONFLICT DO NOTHING", token_id, now)) != 1:
+                    raise TokenUsed("this enrolment link has already been used")
             if (yield execute(insert, *values)) != 1:
                 raise Conflict("this credential is already registered", code="credential_exists")
 
