@@ -16,6 +16,8 @@ from .enrollment_input import MAX_ICON_LENGTH
 from .tokens import MAX_INSTRUMENT_ID_LENGTH
 from .transactions import (
     AMOUNT_PATTERN,
+    MAX_FRACTION_DIGITS,
+    MAX_INTEGER_DIGITS,
     MAX_LOGOS,
     MAX_SAFE_INTEGER,
     MAX_TEXT_LENGTH,
@@ -112,15 +114,32 @@ SCHEMAS: dict[str, Any] = {
     },
     "TransactionData": {
         "type": "object", "required": ["amount", "currency"],
-        "description": "Free-form members are kept and hashed; non-integer numbers are refused. "
-                       "At least one of payee_name and payee_origin, naming one payee: the calling merchant "
-                       "(its name, one of its origins) or one of its configured payees. The hash is SHA-256 over "
-                       "the RFC 8785 serialization, base64url.",
+        "description": "Free-form members are kept and hashed. payee_name and payee_origin name one payee: the "
+                       "calling merchant (its name, one of its origins) or one of its configured payees. Left out, "
+                       "the payee shown is the merchant itself: its name and, when it has exactly one https origin, "
+                       "that origin; a merchant with neither needs one of them sent. currency may be left out for a "
+                       "merchant with a default_currency. Defaults are shown to the cardholder, never written into "
+                       "the data. The hash is SHA-256 over the RFC 8785 serialization of the data as sent (numbers "
+                       "as ECMAScript writes them: 100.10 as 100.1), base64url.",
         "anyOf": [{"required": ["payee_name"]}, {"required": ["payee_origin"]}],
         "properties": {
-            "amount": {"type": "string", "pattern": f"^{AMOUNT_PATTERN.pattern}$",
-                       "description": "Canonical decimal; the SPC total.value must be this exact string"},
-            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "amount": {
+                "description": "A canonical decimal string (\"123.45\"), or a JSON number written the same way "
+                               "(123.45, as the Hanko Passkey API's examples send it). SPC's total.value is the amount "
+                               "exactly as written in the request body: 100.10 is shown as \"100.10\". A number must "
+                               f"have no exponent (1e2), no sign (-1, -0), at most {MAX_FRACTION_DIGITS} fraction and "
+                               f"{MAX_INTEGER_DIGITS} integer digits, and a value an IEEE double holds as the same "
+                               "decimal, so that the amount hashed and the amount shown agree; otherwise send it as a "
+                               "string. JSON Schema cannot see a number's spelling: the exponent and exactness rules "
+                               "are stated here only (else 400 invalid_transaction_data).",
+                "anyOf": [
+                    {"type": "string", "pattern": f"^{AMOUNT_PATTERN.pattern}$"},
+                    {"type": "number", "minimum": 0, "exclusiveMaximum": 10**MAX_INTEGER_DIGITS,
+                     "multipleOf": 10**-MAX_FRACTION_DIGITS},
+                ],
+            },
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$",
+                         "description": "Upper-case ISO 4217; optional for a merchant with a default_currency"},
             "payee_name": {"type": "string", "description": "The merchant's configured name, or the name of one of "
                                                             "its configured payees (else 400 payee_not_allowed)"},
             "payee_origin": {"type": "string", "description": "https origin as browsers serialize it: one of the "
@@ -138,9 +157,10 @@ SCHEMAS: dict[str, Any] = {
     },
     "TransactionValue": {
         "description": "A free-form value of transaction_data: JSON nested at most 8 levels, the whole "
-                       "transaction_data at most 16 KiB canonical. Numbers are refused unless written as integers "
-                       f"(no fraction, no exponent: 17, not 17.0) within ±{MAX_SAFE_INTEGER}; JSON Schema cannot "
-                       "tell 17 from 17.0, so this schema leaves numbers out: send amounts and the like as strings.",
+                       "transaction_data at most 16 KiB canonical. Numbers are accepted (and hashed as RFC 8785 "
+                       "writes them) when finite, and integers (no fraction, no exponent: 17, not 17.0) only within "
+                       f"±{MAX_SAFE_INTEGER}; JSON Schema cannot tell 17 from 17.0, so this schema leaves numbers "
+                       "out rather than state that rule wrongly.",
         "anyOf": [
             {"type": ["string", "boolean", "null"]},
             {"type": "array", "maxItems": 16, "items": _ref("TransactionValue")},
@@ -555,7 +575,8 @@ def _iframe_paths() -> dict[str, Any]:
 
 def _payee_rules(ctx: IssuerContext) -> dict[str, Any]:
     """TransactionData's payee members, stated for this issuer: each payee a merchant may show (H7) is a name and
-    its origins. One document serves every merchant, so it lists them all; the API takes only the caller's own."""
+    its origins. One document serves every merchant, so it lists them all; the API takes only the caller's own.
+    The members the merchants' defaults fill in are optional here."""
     payees: list[tuple[str | None, tuple[str, ...]]] = []
     for merchant in ctx.config.merchants:
         payees.append((merchant.name or None, tuple(o for o in merchant.origins if is_payee_origin(o))))
@@ -570,6 +591,12 @@ def _payee_rules(ctx: IssuerContext) -> dict[str, Any]:
         choices.append({"properties": properties})
     schema: dict[str, Any] = copy.deepcopy(SCHEMAS["TransactionData"])
     schema["allOf"] = [{"anyOf": choices}]
+    # Members a merchant's configuration fills in (Merchant.default_currency, .default_payee): optional as soon as
+    # one merchant has the default, as the payees above are the union of what each merchant may send.
+    if any(merchant.default_currency for merchant in ctx.config.merchants):
+        schema["required"] = ["amount"]
+    if any(merchant.default_payee != (None, None) for merchant in ctx.config.merchants):
+        del schema["anyOf"]
     merchant_origins = sorted({origin for merchant in ctx.config.merchants for origin in merchant.origins})
     schema["properties"]["merchant_origin"] = {**schema["properties"]["merchant_origin"], "enum": merchant_origins}
     return schema

@@ -845,6 +845,22 @@ def test_405_names_every_method_of_the_path(bank, method: str, path: str, allowe
     assert response.headers["allow"] == allowed
 
 
+def test_openapi_states_number_amounts_and_the_defaults_of_this_issuers_merchants(bank) -> None:
+    import jsonschema_rs
+
+    schema = bank.client.get("/openapi.json").json()["components"]["schemas"]["TransactionData"]
+    amount = jsonschema_rs.validator_for(schema["properties"]["amount"])
+    assert all(amount.is_valid(value) for value in (123.45, 100, 0, 0.1, "100.10", 999999999999999))
+    assert not any(amount.is_valid(value) for value in (1.23456, -1, 10**15, True, None, "1e2", "-1"))
+    # Every merchant here is a payee of its own (a name, one https origin), none has a default currency.
+    assert "anyOf" not in schema and schema["required"] == ["amount", "currency"]
+
+
+def test_openapi_makes_currency_optional_when_a_merchant_has_a_default(hanko_bank) -> None:
+    schema = hanko_bank.client.get("/openapi.json").json()["components"]["schemas"]["TransactionData"]
+    assert schema["required"] == ["amount"]
+
+
 def test_openapi_states_this_issuers_payees(bank) -> None:
     schema = bank.client.get("/openapi.json").json()["components"]["schemas"]["TransactionData"]
     payees = [choice["properties"] for choice in schema["allOf"][0]["anyOf"]]
