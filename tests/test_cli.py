@@ -201,6 +201,10 @@ MISCONFIGURATIONS: dict[str, tuple[Any, str]] = {
                                  "`spc-embed keys --signing-key-out FILE` writes a new P-256 key")),
     "merchant origin invalid": ({"merchants": [{"id": "shop", "origins": ["shop.example"]}]},
                                 "merchants: merchant 'shop' origin 'shop.example' must look like https://host[:port]"),
+    "merchant default currency invalid": ({"merchants": [{"id": "shop", "origins": ["https://shop.example"],
+                                                          "default_currency": "eur"}]},
+                                          ("merchants: merchant 'shop' default_currency 'eur' must be an upper-case "
+                                           'ISO 4217 code such as "EUR"')),
     "duplicate merchant ids": ({"merchants": [{"id": "shop", "origins": ["https://a.example"]},
                                               {"id": "shop", "origins": ["https://b.example"]}]},
                                "merchants: merchant ids must be unique, got ['shop', 'shop']"),
