@@ -147,19 +147,20 @@ def _json_kind(value: object) -> str:
 
 def _number_spelling(text: str) -> str:
     """``text`` of a JSON number amount, if it is one this library shows as written; else how to write it."""
+    shown = text if len(text) <= 40 else text[:40] + "…"  # a number may be thousands of digits long
     if "e" in text or "E" in text:
-        raise _invalid(f"transaction_data.amount {text} has an exponent; write the digits out, such as 100 or 123.45")
+        raise _invalid(f"transaction_data.amount {shown} has an exponent; write the digits out, such as 100 or 123.45")
     if text.startswith("-"):
-        raise _invalid(f"transaction_data.amount {text} has a sign; write an amount of 0 or more without one, "
+        raise _invalid(f"transaction_data.amount {shown} has a sign; write an amount of 0 or more without one, "
                        "such as 123.45")
     whole, _, fraction = text.partition(".")
     if len(fraction) > MAX_FRACTION_DIGITS:
-        raise _invalid(f"transaction_data.amount {text} has {len(fraction)} fraction digits; no currency uses more "
+        raise _invalid(f"transaction_data.amount {shown} has {len(fraction)} fraction digits; no currency uses more "
                        f"than {MAX_FRACTION_DIGITS}: round it, such as 123.45")
     if len(whole) > MAX_INTEGER_DIGITS:
-        raise _invalid(f"transaction_data.amount {text} has more than {MAX_INTEGER_DIGITS} integer digits")
+        raise _invalid(f"transaction_data.amount {shown} has more than {MAX_INTEGER_DIGITS} integer digits")
     if not is_canonical_amount(text):  # in-process floats: nan, inf
-        raise _invalid(f"transaction_data.amount {text} must be a number such as 123.45 or a string such as \"123.45\"")
+        raise _invalid(f"transaction_data.amount {shown} must be a number such as 123.45 or a string such as \"123.45\"")
     # The hash holds the IEEE double, the page shows the text: they must be one decimal (module docstring).
     if Decimal(text) != Decimal(repr(float(text))):
         raise _invalid(f"transaction_data.amount {text} has more digits than a JSON number (an IEEE double) holds "

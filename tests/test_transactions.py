@@ -98,6 +98,12 @@ def test_a_number_amount_that_cannot_be_shown_as_written_is_refused_with_how_to_
     assert says in str(caught.value)
 
 
+def test_a_long_number_amount_is_refused_with_a_short_message() -> None:
+    with pytest.raises(InvalidRequest, match="3000 fraction digits") as caught:
+        _amount_of('{"amount": 0.' + "1" * 3000 + "}")
+    assert len(str(caught.value)) < 200
+
+
 @pytest.mark.parametrize(("written", "says"), [
     ("true", "not true"), ("false", "not false"), ("null", "not null"), ('["1.00"]', "not an array"),
     ('{"value": 1}', "not an object"),
