@@ -186,6 +186,12 @@ class Target:
         registration = auth.create(rp_id=RP_ID, challenge=second_options["challenge"], origin=ISSUER_ORIGIN,
                                    user_handle=_b64decode(second_options["user"]["id"]), cross_origin=True,
                                    top_origin=MERCHANT_ORIGIN)
+        # A registration on the issuer's own page, for /registration/finalize (admin key).
+        api_options = (await self.client.post("/registration/initialize", headers={"apiKey": ADMIN_KEY}, json={
+            "user_id": "carol", "username": "carol@example.com", "instrument_name": CARD_NAME,
+            "instrument_icon": CARD_ICON})).json()["publicKey"]
+        api_registration = auth.create(rp_id=RP_ID, challenge=api_options["challenge"], origin=ISSUER_ORIGIN,
+                                       user_handle=_b64decode(api_options["user"]["id"]))
         init = (await self.client.post("/transaction/initialize", headers={"apiKey": API_KEY}, json={
             "user_id": "alice", "transaction_id": "order-1", "transaction_data": TRANSACTION_DATA,
             "show_opt_out": True})).json()
@@ -198,7 +204,7 @@ class Target:
             "credential_id": b64url(_b64decode(created["rawId"])), "enrolment_token": second,
             "registration": registration, "handle": init["fallback_url"].split("handle=", 1)[1],
             "transaction_id": "order-1", "opt_out_token": init.get("opt_out_token", ""), "assertion": assertion,
-            "fallback_assertion": fallback,
+            "fallback_assertion": fallback, "api_registration": api_registration,
         }
 
     def close(self) -> None:
@@ -230,6 +236,7 @@ def _bodies(path: str, operation: dict[str, Any], seeds: dict[str, Any]) -> tupl
         "/enroll/options": [{"token": seeds["enrolment_token"]}],
         "/enroll/verify": [{"token": seeds["enrolment_token"], "credential": seeds["registration"]}],
         "/credentials/{credential_id}": [{"name": "Work laptop"}],
+        "/registration/finalize": [seeds["api_registration"]],
     }
     own = ([content["example"]] if "example" in content else []) + genuine.get(path, [])
     every = [body for bodies in genuine.values() for body in bodies]
@@ -309,7 +316,7 @@ def requests(draw: Any, method: str, path: str, operation: dict[str, Any], seeds
 
 def _expected_caller(method: str, path: str) -> tuple[str, str | None]:
     """(auth, Origin) of the caller an operation serves."""
-    if path.startswith("/credentials"):
+    if path.startswith(("/credentials", "/registration/", "/enrollment/links")):
         return "admin", None
     if path in ("/transaction/initialize", "/transactions"):
         return "api_key", None
