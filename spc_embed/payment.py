@@ -240,7 +240,8 @@ def _reject(message: str, code: str) -> AssertionRejected:
     return AssertionRejected(message, code=code)
 
 
-def _check_credential(response: AuthenticationResponse, expected: ExpectedPayment, stored: Credential) -> None:
+def _check_credential(response: AuthenticationResponse, expected: ExpectedPayment, stored: Credential, *,
+                      shows_card: bool = True) -> None:
     # Every refusal here says the same thing, so the body never tells whether a credential exists (P6).
     refused = _reject("this credential cannot confirm this transaction", "credential_not_allowed")
     # §7.2 step "verify credential.id identifies one of allowCredentials"; SPC: one of those
@@ -257,7 +258,9 @@ def _check_credential(response: AuthenticationResponse, expected: ExpectedPaymen
     if stored.revoked_at is not None:
         raise refused
     # Policy (H6): the credential was enrolled for the card this payment is for, whose name and art were shown.
-    if expected.instrument_id is not None and stored.instrument_id != expected.instrument_id:
+    # A first-party passkey shows no card: any credential offered for the transaction (A1) may confirm it.
+    if shows_card and (not stored.instrument_id
+                       or expected.instrument_id is not None and stored.instrument_id != expected.instrument_id):
         raise refused
     # §7.2: if response.userHandle is present, it must be the handle of the credential's user.
     if response.user_handle is not None and (
@@ -493,8 +496,8 @@ def verify_passkey_response(
     require_user_verification: bool = True,
 ) -> VerifiedPayment:
     """Verify a first-party page's top-level ``webauthn.get`` assertion for a transaction of that page."""
-    # §7.2 credential and user steps: the credentials offered for this transaction.
-    _check_credential(response, expected, stored_credential)
+    # §7.2 credential and user steps: the credentials offered for this transaction (with or without a card).
+    _check_credential(response, expected, stored_credential, shows_card=False)
     # §7.2 C.type "webauthn.get", C.challenge, C.origin = the page the transaction was initialized for,
     # and no crossOrigin or topOrigin: the ceremony ran in that page itself, not in a frame.
     check_client_data(

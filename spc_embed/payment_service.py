@@ -38,6 +38,10 @@ Decisions (also in the OpenAPI descriptions):
   top-level on its page, as the Hanko Passkey API's flow does); the result's
   ``trans.method`` is then ``"passkey"``. A merchant's transaction never accepts
   one (docs/security.md A3).
+- A passkey registered without a card (``/registration/*`` without
+  ``instrument_*``) is offered only on the issuer's own site, beside the card's
+  credentials, and confirms there with a plain passkey: SPC and the fallback
+  frame show a card, so they refuse it (docs/security.md H6).
 - Each request parses the browser's credential once
   (:func:`~spc_embed.payment.parse_authentication_response`) and verifies the
   parsed response.
@@ -139,8 +143,12 @@ async def initialize(ctx: IssuerContext, merchant: Merchant, body: Mapping[str, 
     merchant_origin = resolve_merchant_origin(data, merchant.origins)
     # S11: the same queries and the same answer whether the user is unknown or has no credentials.
     user, payable = await store.payable_credentials(merchant.id, user_id)
-    instrument_id, usable = card_to_offer(payable, instrument_id)
-    newest = usable[-1] if usable else None
+    instrument_id, usable = card_to_offer([c for c in payable if c.instrument_id], instrument_id)
+    newest = usable[-1] if usable else None  # the card shown: never a card-less passkey
+    if config.is_first_party(merchant_origin):
+        # The bank's own site also offers the user's passkeys registered without a card
+        # (/registration/*); they confirm with a plain passkey only, never SPC (H6).
+        usable += [c for c in payable if not c.instrument_id]
     now = store.now()
     expected = ExpectedPayment(
         challenge=b64url_encode(secrets.token_bytes(32)), rp_id=config.rp_id, issuer_origin=config.origin,
@@ -321,5 +329,5 @@ async def _complete(ctx: IssuerContext, record: TransactionRecord, response: Aut
     return ctx.result_signer.sign(
         user_id=record.user_id, tenant_id=record.tenant_id, credential_id=verified.credential_id,
         transaction_id=record.transaction_id, transaction_hash=record.data_hash, method=verified.method,
-        instrument_id=stored.instrument_id,
+        instrument_id=stored.instrument_id or None,  # a passkey without a card names none
     )

@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 
-from factories import BANK_API_KEY, ISSUER_ORIGIN, MERCHANT_ORIGIN, make_config
-from payment_helpers import TRANSACTION_DATA, jwt_claims, make_bank, signed_payment, spc_assertion
+from factories import ADMIN_API_KEY, BANK_API_KEY, ISSUER_ORIGIN, MERCHANT_ORIGIN, make_config
+from payment_helpers import (
+    CARD_NAME, TRANSACTION_DATA, b64decode, jwt_claims, make_bank, signed_payment, spc_assertion,
+)
+from softauthn import b64url
 from spc_embed import Merchant
 from spc_embed.storage import TransactionRecord
 
@@ -34,7 +37,8 @@ NAMES = {"bank": "Test Bank", "online": "Test Bank Online", "lookalike": "Lookal
 
 @pytest.fixture
 def bank(tmp_path, database_url):
-    with make_bank(tmp_path, database_url=database_url, extra_merchants=TENANTS) as bank:
+    with make_bank(tmp_path, database_url=database_url, extra_merchants=TENANTS,
+                   admin_api_keys=(ADMIN_API_KEY,)) as bank:
         yield bank
 
 
@@ -179,3 +183,48 @@ def test_a3_another_tenants_key_does_not_finalize_the_banks_transaction(bank) ->
     response = Tenant(bank, "online").finalize(site.passkey_assertion(options))
     assert response.status_code == 404 and response.json()["code"] == "transaction_not_found"
     assert site.state(transaction_id) == "pending"
+
+
+def register_without_a_card(bank: Any, user_id: str = "alice") -> dict[str, Any]:
+    """Hanko's registration calls on the bank's page, with no card: a passkey of the rp_id only."""
+    headers = {"apiKey": ADMIN_API_KEY}
+    started = bank.client.post("/registration/initialize", headers=headers,
+                               json={"user_id": user_id, "username": f"{user_id}@example.com"})
+    assert started.status_code == 200, started.text
+    options = started.json()["publicKey"]
+    credential = bank.auth.create(rp_id=options["rp"]["id"], challenge=options["challenge"], origin=ISSUER_ORIGIN,
+                                  user_handle=b64decode(options["user"]["id"]))
+    finished = bank.client.post("/registration/finalize", headers=headers, json=credential)
+    assert finished.status_code == 200, finished.text
+    return credential
+
+
+def test_h6_a_passkey_without_a_card_confirms_only_on_the_banks_own_site(bank) -> None:
+    cardless = register_without_a_card(bank)
+    cardless_id = b64decode(cardless["rawId"])
+    # A merchant is offered the card's credential only.
+    _, merchant_options = bank.new_transaction()
+    assert [c["id"] for c in merchant_options["publicKey"]["allowCredentials"]] == [b64url(bank.credential_id)]
+    # The bank's own site is offered both; the card shown is the card's.
+    site = Tenant(bank, "bank")
+    transaction_id, options = site.initialize()
+    assert [c["id"] for c in options["publicKey"]["allowCredentials"]] == [b64url(bank.credential_id),
+                                                                          b64url(cardless_id)]
+    assert options["secure_payment_confirmation"]["instrument"]["displayName"] == CARD_NAME
+    # SPC shows a card, so the passkey without one cannot confirm through it...
+    spc = spc_assertion(bank.auth, options, credential_id=cardless_id, origin=ISSUER_ORIGIN,
+                        payment=signed_payment(options, top_origin=ISSUER_ORIGIN))
+    refused = site.finalize(spc)
+    assert refused.status_code == 400 and refused.json()["code"] == "credential_not_allowed"
+    assert site.state(transaction_id) == "pending"
+    # ...but a plain passkey assertion on the bank's page does, and its token names no card.
+    passkey = bank.auth.get(credential_id=cardless_id, challenge=options["publicKey"]["challenge"],
+                            origin=ISSUER_ORIGIN)
+    confirmed = site.finalize(passkey)
+    assert confirmed.status_code == 200, confirmed.text
+    trans = bank.issuer.result_signer.verify(confirmed.json()["token"], audience="bank")["trans"]
+    assert trans["method"] == "passkey" and "instrument_id" not in trans
+    # A merchant's transaction refuses it whatever its shape.
+    merchant_id, merchant_options = bank.new_transaction()
+    spc_at_merchant = spc_assertion(bank.auth, merchant_options, credential_id=cardless_id)
+    bank.assert_rejected(bank.finalize(merchant_id, spc_at_merchant), "credential_not_allowed", merchant_id)

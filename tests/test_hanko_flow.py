@@ -36,6 +36,8 @@ from spc_embed import Issuer, Merchant
 
 MOUNT = "/spc"
 API_KEY = "hanko-tenant-secret-api-key-0123456789"
+# Registration is the issuer's back office: its admin key, where Hanko uses the tenant's one key for both.
+ADMIN_KEY = "hanko-admin-secret-api-key-0123456789a"
 SHOP_ORIGIN = "https://merchant.test"  # where the cardholder enrolled (the issuer iframe on a merchant page)
 TRANSACTION_DATA = {"amount": 123.45, "usedFor": "Buying a Hanko Cloud membership"}
 
@@ -66,6 +68,18 @@ class HankoExampleBackend:
     def finalize_transaction(self, credential: dict[str, Any]) -> httpx.Response:
         return httpx.post(self.base_url + "/transaction/finalize", headers=self.headers, content=stringify(credential))
 
+    # Hanko's "Example Implementation": /passkey/start-registration and /passkey/finalize-registration.
+
+    def start_registration(self, user: dict[str, Any]) -> httpx.Response:
+        return httpx.post(self.base_url + "/registration/initialize", headers=self.headers, content=stringify({
+            "user_id": str(user["id"]),  # Must be a string!
+            "username": user["username"],
+        }))
+
+    def finalize_registration(self, credential: dict[str, Any]) -> httpx.Response:
+        return httpx.post(self.base_url + "/registration/finalize", headers=self.headers,
+                          content=stringify(credential))
+
 
 @pytest.fixture
 def served(tmp_path, database_url) -> Iterator[tuple[Issuer, str]]:
@@ -76,6 +90,7 @@ def served(tmp_path, database_url) -> Iterator[tuple[Issuer, str]]:
             # The Hanko tenant is the bank's own site: it has no currency or payee in its transaction data.
             extra_merchants=(Merchant(id="hanko-tenant", name="Hanko Cloud", origins=(site.origin,),
                                       api_keys=(API_KEY,), default_currency="EUR"),),
+            admin_api_keys=(ADMIN_KEY,),
         )
         site.start(Starlette(routes=[Mount(MOUNT, app=issuer.app)], lifespan=issuer.lifespan))
         yield issuer, site.origin
@@ -157,3 +172,37 @@ def test_hanko_example_without_a_default_currency_says_how_to_fix_it(tmp_path) -
             "42", {"transactionId": "t-1", "transactionData": TRANSACTION_DATA})
     assert answer.status_code == 400 and answer.json()["code"] == "invalid_transaction_data"
     assert "default_currency" in answer.json()["message"] and "currency" in answer.json()["message"]
+
+
+def test_hanko_example_registration_then_transaction_unchanged(served) -> None:
+    """Hanko's whole journey: register a passkey on the bank's page, then confirm a transaction with it."""
+    issuer, origin = served
+    auth = SoftAuthenticator()
+    registrar = HankoExampleBackend(issuer.base_url, ADMIN_KEY)
+    started = registrar.start_registration({"id": 7, "username": "jane@example.com"})
+    assert started.status_code == 200, started.text
+    creation_options = started.json()["publicKey"]
+    assert creation_options["user"]["name"] == "jane@example.com"
+    # create(creationOptions) top-level on the bank's page; the credential forwarded as-is.
+    created = auth.create(rp_id="localhost", challenge=creation_options["challenge"], origin=origin,
+                          user_handle=b64decode(creation_options["user"]["id"]))
+    registered = registrar.finalize_registration(created)
+    assert registered.status_code == 200, registered.text
+    jwks = httpx.get(issuer.base_url + "/.well-known/jwks.json").json()
+    token = registered.json()["token"]
+    key = jwt.PyJWKSet.from_dict(jwks)[jwt.get_unverified_header(token)["kid"]]
+    claims = jwt.decode(token, key=key, algorithms=["ES256"], audience="localhost", issuer=issuer.base_url)
+    assert claims["sub"] == "7" and claims["cred"] == created["id"]
+
+    backend = HankoExampleBackend(issuer.base_url, API_KEY)
+    started = backend.start_transaction("7", {"transactionId": "membership-7", "transactionData": TRANSACTION_DATA})
+    assert started.status_code == 200, started.text
+    public_key = started.json()["publicKey"]
+    assert [c["id"] for c in public_key["allowCredentials"]] == [created["id"]]
+    credential = auth.get(credential_id=b64decode(created["rawId"]), challenge=public_key["challenge"], origin=origin)
+    finalized = backend.finalize_transaction(credential)
+    assert finalized.status_code == 200, finalized.text
+    result = jwt.decode(finalized.json()["token"], key=key, algorithms=["ES256"], audience="hanko-tenant",
+                        issuer=issuer.base_url)
+    assert result["sub"] == "7" and result["cred"] == created["id"]
+    assert result["trans"]["id"] == "membership-7" and result["trans"]["method"] == "passkey"

@@ -248,14 +248,15 @@ def test_instrument_id_defaults_to_the_card_name(client: TestClient) -> None:
     assert listed.json()["credentials"][0]["instrument_id"] == "Visa ****1111"
 
 
-def test_a_credential_without_a_card_is_listed_but_never_offered_for_a_payment(client: TestClient) -> None:
+def test_a_credential_without_a_card_is_listed_but_never_offered_to_a_merchant(client: TestClient) -> None:
     options = initialize(client)
     credential = create(options)
     assert post(client, "/registration/finalize", credential).status_code == 200
     listed = client.get("/credentials", params={"user_id": "cardholder-1"}, headers={"apiKey": ADMIN_API_KEY})
     [stored] = listed.json()["credentials"]
     assert (stored["id"], stored["instrument_id"], stored["instrument_name"]) == (credential["id"], "", "")
-    # H6: a payment is for one card; a passkey enrolled for none is not offered, so the user has nothing to pay with.
+    # H6: a merchant's payment is for one card; a passkey enrolled for none is not offered, so the user has nothing
+    # to pay with there (the bank's own site offers it: tests/test_first_party.py).
     paying = client.post("/transaction/initialize", headers={"apiKey": API_KEY}, json={
         "user_id": "cardholder-1", "transaction_id": "order-1",
         "transaction_data": {"amount": "1.00", "currency": "EUR", "payee_name": "Test Merchant",

@@ -57,13 +57,13 @@ _CREDENTIAL_SELECT = f"SELECT {', '.join(CREDENTIAL_COLUMNS)} FROM spc_credentia
 _TRANSACTION_SELECT = f"SELECT {', '.join(TRANSACTION_COLUMNS)} FROM spc_transactions"
 _USER_SELECT = "SELECT user_id, user_handle, name, display_name FROM spc_users"
 # The user (NULLs if unknown) beside each payable credential (NULLs if none): always at least one row.
-# A credential registered without a card (instrument_id '') confirms no payment: H6 binds a payment to a card.
+# Credentials without a card (instrument_id '') are included: the bank's own site offers them (H6).
 _PAYABLE = (
     "SELECT u.user_id, u.user_handle, u.name, u.display_name, "
     + ", ".join(f"c.{column}" for column in CREDENTIAL_COLUMNS)
     + " FROM (SELECT CAST($1 AS TEXT) AS wanted) AS q"
     " LEFT JOIN spc_users AS u ON u.user_id = q.wanted"
-    " LEFT JOIN spc_credentials AS c ON c.user_id = q.wanted AND c.revoked_at IS NULL AND c.instrument_id <> ''"
+    " LEFT JOIN spc_credentials AS c ON c.user_id = q.wanted AND c.revoked_at IS NULL"
     " AND c.created_at > COALESCE("
     "(SELECT MAX(o.reported_at) FROM spc_opt_outs AS o WHERE o.tenant_id = $2 AND o.user_id = q.wanted), -1)"
     " ORDER BY c.created_at"
