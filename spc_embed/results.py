@@ -102,26 +102,10 @@ class ResultSigner:
 
     def sign(self, *, user_id: str, tenant_id: str, credential_id: bytes, transaction_id: str,
              transaction_hash: str, method: str, instrument_id: str | None = None) -> str:
-        now = int(self._clock())
         trans = {"id": transaction_id, "hash": transaction_hash, "method": method}
         if instrument_id is not None:
             trans["instrument_id"] = instrument_id
-        claims = {
-            "iss": self.issuer,
-            "sub": user_id,
-            "aud": tenant_id,
-            "iat": now,
-            "exp": now + self.ttl,
-            "jti": secrets.token_urlsafe(18),
-            "cred": b64url_encode(credential_id),
-            "trans": trans,
-        }
-        # A compact JWS (RFC 7515 §7.1) signed by PyJWT's ES256, with the constant
-        # header serialized once: jwt.encode() redoes it per token, a third of its cost.
-        payload = b64url_encode(json.dumps(claims, separators=(",", ":")).encode("utf-8"))
-        signing_input = f"{self._header_segment}.{payload}"
-        signature = self._es256.sign(signing_input.encode("ascii"), self._key)
-        return f"{signing_input}.{b64url_encode(signature)}"
+        return self._signed(user_id=user_id, audience=tenant_id, credential_id=credential_id, trans=trans)
 
     def sign_registration(self, *, user_id: str, credential_id: bytes, rp_id: str) -> str:
         """The token ``POST /registration/finalize`` answers with, as the Hanko Passkey API's.
@@ -131,16 +115,22 @@ class ResultSigner:
         and ``jti``; no ``trans``, so it can never pass for a payment result
         (:func:`verify_result_token` requires one), and its ``aud`` is never a tenant id.
         """
+        return self._signed(user_id=user_id, audience=[rp_id], credential_id=credential_id)
+
+    def _signed(self, *, user_id: str, audience: str | list[str], credential_id: bytes, **extra: Any) -> str:
         now = int(self._clock())
         claims = {
             "iss": self.issuer,
             "sub": user_id,
-            "aud": [rp_id],
+            "aud": audience,
             "iat": now,
             "exp": now + self.ttl,
             "jti": secrets.token_urlsafe(18),
             "cred": b64url_encode(credential_id),
+            **extra,
         }
+        # A compact JWS (RFC 7515 §7.1) signed by PyJWT's ES256, with the constant
+        # header serialized once: jwt.encode() redoes it per token, a third of its cost.
         payload = b64url_encode(json.dumps(claims, separators=(",", ":")).encode("utf-8"))
         signing_input = f"{self._header_segment}.{payload}"
         signature = self._es256.sign(signing_input.encode("ascii"), self._key)
