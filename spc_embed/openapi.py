@@ -625,7 +625,8 @@ def openapi_document(ctx: IssuerContext) -> dict[str, Any]:
             "version": "1",
             "description": "Server-to-server calls authenticate with the apiKey header or Authorization: Bearer. "
                            "Merchant keys act for their merchant; the admin keys (IssuerConfig.admin_api_keys) "
-                           "manage credentials and list across merchants. Every error is JSON "
+                           "are the issuer's back office: they register passkeys on the bank's own pages, mint "
+                           "enrolment links, manage credentials and list across merchants. Every error is JSON "
                            "{code, message} with a stable code.",
         },
         "servers": [{"url": ctx.base_url}],
