@@ -20,10 +20,6 @@ from .text import quoted, storable_text
 from .tokens import MAX_INSTRUMENT_ID_LENGTH
 from .transactions import MAX_USER_ID_LENGTH
 
-
-def user_id_field(body: Mapping[str, Any]) -> str:
-    return text_field(body, "user_id", max_length=MAX_USER_ID_LENGTH)
-
 MAX_NAME_LENGTH = 255  # user names and the card's name, as EnrollmentToken
 # Policy: an icon is a URL or a small data: image; the browser fetches and shows it beside the card.
 MAX_ICON_LENGTH = 16 * 1024
@@ -32,6 +28,10 @@ ICON_PREFIXES = ("https://", "http://localhost", "data:image/")
 
 def text_field(body: Mapping[str, Any], name: str, *, max_length: int = MAX_NAME_LENGTH) -> str:
     return storable_text(body.get(name), field=repr(name), max_length=max_length)
+
+
+def user_id_field(body: Mapping[str, Any]) -> str:
+    return text_field(body, "user_id", max_length=MAX_USER_ID_LENGTH)
 
 
 def optional_text_field(body: Mapping[str, Any], name: str, *, max_length: int = MAX_NAME_LENGTH) -> str | None:
