@@ -11,7 +11,7 @@ issuer served by uvicorn; ``baseUrl`` is its mount. The page is the tenant's
 own site (a first-party tenant, docs/security.md A3), so the credential is a
 plain ``webauthn.get`` assertion, signed by the software authenticator, and
 the result says ``method: "passkey"``. The real-browser run of Hanko's frontend
-is tests/browser/test_hanko_frontend.py.
+is in tests/browser/test_hanko.py.
 """
 
 from __future__ import annotations
