@@ -11,6 +11,9 @@ The merchant key goes with every request; the credential, registration and
 enrolment-link operations, which take only an admin key, get the admin key instead. One merchant without
 payees: the document lists every merchant's payees, the API takes only the
 caller's own, so with one merchant the two agree.
+
+A deeper run than CI's: ``SPC_SCHEMATHESIS_EXAMPLES=250 SPC_SCHEMATHESIS_SEED=7 pytest
+tests/test_openapi_schemathesis.py`` (examples per operation, and another seed).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from processes import free_port, stop, wait_until_serving
 
 TESTS = Path(__file__).resolve().parent
 ADMIN_KEY = "admin-key-0123456789abcdefghijkl"
-EXAMPLES_PER_OPERATION = 40
+EXAMPLES_PER_OPERATION = int(os.environ.get("SPC_SCHEMATHESIS_EXAMPLES", "40"))
 
 APP = f'''
 from factories import make_config
@@ -88,7 +91,7 @@ def test_schemathesis_all_checks_find_nothing(issuer_url: str, tmp_path: Path) -
     result = subprocess.run(
         [command, "--config-file", str(config), "run", f"{issuer_url}/openapi.json", "--url", issuer_url,
          "--checks", "all", "--max-examples", str(EXAMPLES_PER_OPERATION), "--workers", "1",
-         "--seed", "20261201", "--no-color",
+         "--seed", os.environ.get("SPC_SCHEMATHESIS_SEED", "20261201"), "--no-color",
          # Hypothesis's own generation health checks (too slow, too many filtered) measure this machine's load,
          # not the API: they stay out of the verdict.
          "--suppress-health-check", "all"],
