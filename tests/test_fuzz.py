@@ -19,6 +19,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import random
 import time
 from collections import Counter
@@ -38,8 +39,8 @@ from softauthn import SoftAuthenticator, b64url
 from spc_embed.openapi import openapi_document
 
 ADMIN_KEY = "admin-key-0123456789abcdefghijkl"
-# Per operation and backend; both backends together: at least 2,000 requests per endpoint.
-FUZZ_REQUESTS = 1000
+# Per operation and backend; both backends together: at least 2,000 requests per endpoint (SPC_FUZZ_REQUESTS: more).
+FUZZ_REQUESTS = int(os.environ.get("SPC_FUZZ_REQUESTS", "1000"))
 REQUESTS_PER_EXAMPLE = 2
 
 
