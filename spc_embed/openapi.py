@@ -481,12 +481,13 @@ def _enrollment_paths(ctx: IssuerContext) -> dict[str, Any]:
                           **_errors(400, 401, 413, 415, 503)},
         }},
         "/registration/finalize": {"post": {
-            "summary": "Verify and store the new passkey (Hanko Passkey API shape; admin key)",
-            "description": "The body is create()'s credential as-is. The challenge must be one initialize issued, "
-                           "live and unused; clientDataJSON.origin the issuer's or a first-party tenant's origin, "
-                           "not cross-origin; user verification required. A credential id registered before is "
-                           "409 credential_exists.",
-            "security": MERCHANT_KEY,
+            "summary": "Verify and store the new passkey (Hanko Passkey API shape; admin key or none)",
+            "description": "The body is create()'s credential as-is. No key is needed, as in the Hanko Passkey "
+                           "API: the authority is the challenge, which must be one initialize (admin key) issued, "
+                           "live and unused; a key that is sent must be an admin key. clientDataJSON.origin the "
+                           "issuer's or a first-party tenant's origin, not cross-origin; user verification "
+                           "required. A credential id registered before is 409 credential_exists.",
+            "security": MERCHANT_KEY_OR_ORIGIN,
             "requestBody": {"required": True, **_json(_ref("RegistrationResponseJSON"), {
                 "id": "AAECAwQFBgcICQoLDA0ODw", "rawId": "AAECAwQFBgcICQoLDA0ODw", "type": "public-key",
                 "response": {"clientDataJSON": "e30", "attestationObject": "oA"},

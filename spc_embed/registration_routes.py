@@ -4,6 +4,7 @@
                                     "instrument_id"?, "instrument_name"?, "instrument_icon"?}
                                    -> {"publicKey": PublicKeyCredentialCreationOptionsJSON}
     POST /registration/finalize    the RegistrationResponseJSON, as-is -> {"token"}
+                                   (admin key or none: the challenge is the authority)
     POST /enrollment/links         {"user_id", "user_name", "user_display_name", "instrument_name",
                                     "instrument_icon", "merchant_origin", "instrument_id"?, "locale"?}
                                    -> {"url", "expires_at"}
@@ -12,7 +13,9 @@ The first two are the Hanko Passkey API's registration calls, for a page on
 the issuer's own origin (:mod:`spc_embed.registration_service`); the third
 mints the iframe enrolment link that :meth:`~spc_embed.Issuer.enrollment_url`
 mints in process (:func:`spc_embed.enrollment_service.enrollment_link`).
-Only admin keys: a merchant must never enrol an authenticator for a cardholder.
+Initialize and the links take admin keys only: a merchant must never enrol an
+authenticator for a cardholder. Finalize needs no key, as Hanko's: it completes
+only a registration an admin key started, with that registration's challenge.
 """
 
 from __future__ import annotations
@@ -34,7 +37,11 @@ async def registration_initialize(request: Request) -> Response:
 
 async def registration_finalize(request: Request) -> Response:
     ctx = issuer_context(request)
-    ctx.api_keys.admin(presented_api_key(request))
+    # As the Hanko Passkey API's: no key needed, the challenge initialize issued (admin only,
+    # single use, bound to its user) is the authority (R15); a key, if sent, must be the admin's.
+    presented = presented_api_key(request)
+    if presented is not None:
+        ctx.api_keys.admin(presented)
     # The body is the credential itself, as Hanko's.
     token = await registration_service.finalize(ctx, await read_body(request))
     return JSONResponse({"token": token}, headers=JSON_HEADERS)

@@ -112,14 +112,30 @@ def verify_token(client: TestClient, issuer: Issuer, token: str) -> dict[str, An
 # Who may call
 
 
-@pytest.mark.parametrize("path", ["/registration/initialize", "/registration/finalize"])
 @pytest.mark.parametrize("api_key", [None, API_KEY, BANK_API_KEY, "wrong-key-0123456789abcdefghijklmno"])
-def test_r15_only_an_admin_key_registers(client: TestClient, issuer: Issuer, path: str, api_key: str | None) -> None:
-    """A merchant's key, even the first-party tenant's, never enrols an authenticator for a cardholder."""
-    options = initialize(client)
+def test_r15_only_an_admin_key_registers(client: TestClient, issuer: Issuer, api_key: str | None) -> None:
+    """A merchant's key, even the first-party tenant's, never starts enrolling an authenticator for a cardholder."""
     before = counts(issuer)
-    body = create(options) if path.endswith("finalize") else {"user_id": "cardholder-2", "username": "x"}
-    assert_error(post(client, path, body, api_key=api_key), 401, "invalid_api_key")
+    body = {"user_id": "cardholder-2", "username": "x"}
+    assert_error(post(client, "/registration/initialize", body, api_key=api_key), 401, "invalid_api_key")
+    assert counts(issuer) == before
+
+
+@pytest.mark.parametrize("api_key", [API_KEY, BANK_API_KEY, "wrong-key-0123456789abcdefghijklmno"])
+def test_r15_finalize_needs_no_key_but_refuses_a_merchants(client: TestClient, issuer: Issuer,
+                                                          api_key: str) -> None:
+    """As Hanko's: the challenge an admin's initialize issued is the authority; a key sent must be the admin's."""
+    credential = create(initialize(client))
+    before = counts(issuer)
+    assert_error(post(client, "/registration/finalize", credential, api_key=api_key), 401, "invalid_api_key")
+    assert counts(issuer) == before
+    finished = post(client, "/registration/finalize", credential, api_key=None)
+    assert finished.status_code == 200, finished.text
+    assert verify_token(client, issuer, finished.json()["token"])["cred"] == credential["id"]
+    # Without a key, a credential for no challenge initialize issued still registers nothing.
+    stranger = create({"challenge": "A" * 43, "user": {"id": "dXNlcg"}})
+    before = counts(issuer)
+    assert_error(post(client, "/registration/finalize", stranger, api_key=None), 400, "invalid_challenge")
     assert counts(issuer) == before
 
 
