@@ -445,6 +445,10 @@ def _management_paths() -> dict[str, Any]:
             "responses": {**_ok("Oldest first", _ref("CredentialList")), **_errors(400, 401, 503)},
         }},
         "/credentials/{credential_id}": {
+            "get": {
+                "summary": "One active credential (admin key)", "security": MERCHANT_KEY, "parameters": [credential_id],
+                "responses": {**_ok("The credential", _ref("Credential")), **_errors(401, 404, 503)},
+            },
             "patch": {
                 "summary": "Rename a credential (admin key)", "security": MERCHANT_KEY, "parameters": [credential_id],
                 "requestBody": {"required": True, **_json(_ref("RenameCredentialRequest"), {"name": "Work laptop"})},

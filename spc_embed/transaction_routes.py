@@ -6,6 +6,7 @@ or ``Authorization: Bearer``; no CORS):
     POST   /transaction/initialize   merchant key   {"user_id", "transaction_id", "transaction_data", "show_opt_out"?}
     GET    /transactions?user_id=    merchant key (its own) or admin key (all merchants)
     GET    /credentials?user_id=     admin key
+    GET    /credentials/{id}         admin key
     PATCH  /credentials/{id}         admin key      {"name"}
     DELETE /credentials/{id}         admin key
 
@@ -111,6 +112,13 @@ async def list_credentials(request: Request) -> Response:
     return JSONResponse({"credentials": [credential_json(c) for c in found]}, headers=JSON_HEADERS)
 
 
+async def get_credential(request: Request) -> Response:
+    ctx = issuer_context(request)
+    ctx.api_keys.admin(presented_api_key(request))
+    found = await credential_service.live_credential(ctx, request.path_params["credential_id"])
+    return JSONResponse(credential_json(found), headers=JSON_HEADERS)
+
+
 async def rename_credential(request: Request) -> Response:
     ctx = issuer_context(request)
     ctx.api_keys.admin(presented_api_key(request))
@@ -179,6 +187,7 @@ def transaction_routes(merchant_origins: Collection[str]) -> list[Route]:
         Route("/transaction/opt-out", preflight, methods=["OPTIONS"], name="opt_out_preflight"),
         Route("/transactions", list_transactions, methods=["GET"], name="transactions"),
         Route("/credentials", list_credentials, methods=["GET"], name="credentials"),
+        Route("/credentials/{credential_id}", get_credential, methods=["GET"], name="credential"),
         Route("/credentials/{credential_id}", rename_credential, methods=["PATCH"], name="rename_credential"),
         Route("/credentials/{credential_id}", revoke_credential, methods=["DELETE"], name="revoke_credential"),
         Route("/.well-known/jwks.json", jwks, methods=["GET"], name="jwks"),

@@ -723,13 +723,18 @@ def test_credential_management_needs_the_admin_key(bank) -> None:
         assert error(bank.client.get("/credentials", params={"user_id": "alice"}, headers=headers))[0] == 401
         assert error(bank.client.delete(f"/credentials/{cid}", headers=headers))[0] == 401
         assert error(bank.client.patch(f"/credentials/{cid}", json={"name": "x"}, headers=headers))[0] == 401
+        assert error(bank.client.get(f"/credentials/{cid}", headers=headers))[0] == 401
     admin = {"apiKey": ADMIN_KEY}
     (listed,) = bank.client.get("/credentials", params={"user_id": "alice"}, headers=admin).json()["credentials"]
     assert listed["id"] == cid and listed["instrument_name"] == "Test Visa ****1234" and "public_key" not in listed
+    assert bank.client.get(f"/credentials/{cid}", headers=admin).json() == listed  # one, as the Hanko Passkey API
     renamed = bank.client.patch(f"/credentials/{cid}", json={"name": "Work laptop"}, headers=admin)
     assert renamed.status_code == 200 and renamed.json()["name"] == "Work laptop"
+    assert bank.client.get(f"/credentials/{cid}", headers=admin).json()["name"] == "Work laptop"
     assert bank.client.delete(f"/credentials/{cid}", headers=admin).status_code == 204
     assert error(bank.client.delete(f"/credentials/{cid}", headers=admin)) == (404, "credential_not_found")
+    assert error(bank.client.get(f"/credentials/{cid}", headers=admin)) == (404, "credential_not_found")
+    assert error(bank.client.get("/credentials/not!base64", headers=admin)) == (404, "credential_not_found")
     assert error(bank.client.patch("/credentials/not!base64", json={"name": "x"}, headers=admin)) == \
         (404, "credential_not_found")
     assert bank.client.get("/credentials", params={"user_id": "alice"}, headers=admin).json() == {"credentials": []}
@@ -836,7 +841,7 @@ def test_openapi_request_examples_are_accepted_by_their_handlers(bank) -> None:
 
 @pytest.mark.parametrize(("method", "path", "allowed"), [
     ("GET", "/transaction/finalize", "OPTIONS, POST"),  # one route per method: the 405 names both
-    ("PUT", "/credentials/AAAA", "DELETE, PATCH"),
+    ("PUT", "/credentials/AAAA", "DELETE, GET, HEAD, PATCH"),
     ("POST", "/healthz", "GET, HEAD"),  # Starlette answers HEAD wherever it answers GET
 ])
 def test_405_names_every_method_of_the_path(bank, method: str, path: str, allowed: str) -> None:
