@@ -9,11 +9,11 @@ both from one process. Tests import the factories and serve them their own way.
 
 from __future__ import annotations
 
-from .bank import DEMO_ONE_TIME_CODE, SHOP_ID, Bank, DemoCardholder, DemoSecrets, create_bank
+from .bank import BANK_TENANT_ID, DEMO_ONE_TIME_CODE, SHOP_ID, Bank, DemoCardholder, DemoSecrets, create_bank
 from .shop import PRODUCTS, BankConnection, create_shop
 from .tls import DemoTLS
 
 __all__ = [
-    "DEMO_ONE_TIME_CODE", "PRODUCTS", "SHOP_ID", "Bank", "BankConnection", "DemoCardholder", "DemoSecrets",
+    "BANK_TENANT_ID", "DEMO_ONE_TIME_CODE", "PRODUCTS", "SHOP_ID", "Bank", "BankConnection", "DemoCardholder", "DemoSecrets",
     "DemoTLS", "create_bank", "create_shop",
 ]

@@ -161,9 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             + "".join(f"  {label + ':':<{width}}{value}\n" for label, value in rows)
             + "\n"
             "  DEMO ONLY: the bank's token secret, its result-signing key (EC P-256), the shop's API key\n"
-            "  and session key were generated just now and exist only in this process's memory; the\n"
-            "  one-time code is always 123456. A real issuer configures its own secret_keys and\n"
-            "  signing_keys (see the README).\n",
+            "  and session key, and the bank site's own API key were generated just now and exist only\n"
+            "  in this process's memory; the one-time code is always 123456. A real issuer configures\n"
+            "  its own secret_keys and signing_keys (see the README).\n",
             flush=True,
         )
         if tls:

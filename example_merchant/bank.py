@@ -20,6 +20,17 @@ What the bank does for the shop, in the order the demo meets it:
 4. ``/spc/...``: spc_embed itself (enrolment iframe, transaction API, fallback
    iframe, JWKS, the merchant script), mounted as the README shows.
 
+And on its own site, the bank is a tenant of its own issuer (a first-party
+tenant, ``demo-bank``): the home page's "Move money" confirms a transfer with
+the cardholder's passkey the way the Hanko Passkey API's "Example payment
+transaction" does. ``POST /api/transfers`` (the bank's backend) calls
+``/spc/transaction/initialize`` with the bank's own key and
+``{"amount": 123.45, "usedFor": ...}``; the page runs
+``navigator.credentials.get()`` with the answer's ``publicKey``; and
+``POST /api/transfers/confirm`` sends the credential as-is to
+``/spc/transaction/finalize`` and checks the token (``trans.method`` is
+``"passkey"``: the bank's page, not the browser, showed the amount).
+
 Everything secret here is generated at start-up and lives only in memory, and
 step-ups are kept in a dict: fine for a demo, never for a real issuer
 (configure ``IssuerConfig`` from the environment and keep state in a database).
@@ -37,6 +48,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.applications import Starlette
@@ -62,6 +74,8 @@ async def favicon(request: Request) -> Response:
 
 MOUNT_PATH = "/spc"
 SHOP_ID = "demo-shop"
+BANK_TENANT_ID = "demo-bank"  # the bank's own site, a tenant of its own issuer
+TRANSFER = {"amount": 123.45, "usedFor": "Transfer to your savings account"}  # a JSON number, as Hanko's example
 DEMO_ONE_TIME_CODE = "123456"
 STEP_UP_TTL = 600
 STEP_UP_ATTEMPTS = 3
@@ -76,6 +90,7 @@ class DemoSecrets:
     signing_key_pem: str = field(repr=False)
     shop_api_key: str = field(repr=False)
     shop_session_key: str = field(repr=False, default_factory=lambda: secrets.token_urlsafe(32))
+    bank_site_api_key: str = field(repr=False, default_factory=lambda: secrets.token_urlsafe(32))
 
     @classmethod
     def generate(cls) -> DemoSecrets:
@@ -147,13 +162,20 @@ class Bank:
             origin=origin,
             secret_keys=(demo_secrets.secret_key,),
             signing_keys=(demo_secrets.signing_key_pem,),
-            merchants=(Merchant(id=SHOP_ID, name="Demo Shop", origins=(shop_origin,),
-                                api_keys=(demo_secrets.shop_api_key,)),),
+            merchants=(
+                Merchant(id=SHOP_ID, name="Demo Shop", origins=(shop_origin,), api_keys=(demo_secrets.shop_api_key,)),
+                # The bank's own pages: its transfers are confirmed with a plain passkey on this origin.
+                Merchant(id=BANK_TENANT_ID, name="Demo Bank", origins=(origin,),
+                         api_keys=(demo_secrets.bank_site_api_key,), default_currency="EUR"),
+            ),
             database_url=f"sqlite:///{Path(data_dir) / 'bank.db'}",
         )
         self.issuer = Issuer(config, mount_path=MOUNT_PATH, clock=clock)
+        self._bank_site_api_key = demo_secrets.bank_site_api_key
         self.app = Starlette(routes=[
             Route("/", self.home),
+            Route("/api/transfers", self.start_transfer, methods=["POST"]),
+            Route("/api/transfers/confirm", self.confirm_transfer, methods=["POST"]),
             Route("/devices/{credential_id}/remove", self.remove_device, methods=["POST"]),
             Route("/api/step-ups", self.create_step_up, methods=["POST"]),
             Route("/api/step-ups/{step_up_id}", self.step_up_result, methods=["GET"]),
@@ -265,6 +287,36 @@ class Bank:
 
     # The bank's own pages
 
+    async def _issuer_api(self, path: str, body: Any) -> httpx.Response:
+        """A call to the transaction API with the bank site's own key, as any tenant backend makes it.
+
+        In process (the issuer is mounted in this very app, so its own app answers the paths below the
+        mount), but through the API all the same.
+        """
+        transport = httpx.ASGITransport(app=self.issuer.app)
+        async with httpx.AsyncClient(transport=transport, base_url=self.origin) as client:
+            return await client.post(path, json=body, headers={"apiKey": self._bank_site_api_key})
+
+    async def start_transfer(self, request: Request) -> Response:
+        # A real bank takes the amount and payee from the form, within its own session and limits.
+        answer = await self._issuer_api("/transaction/initialize", {
+            "user_id": self.cardholder.user_id, "transaction_id": f"transfer-{secrets.token_hex(6)}",
+            "transaction_data": TRANSFER,
+        })
+        return JSONResponse(answer.json(), status_code=answer.status_code)
+
+    async def confirm_transfer(self, request: Request) -> Response:
+        try:
+            credential = await request.json()
+        except ValueError:
+            return _error(400, "invalid_request", "send the credential from navigator.credentials.get()")
+        answer = await self._issuer_api("/transaction/finalize", credential)  # as-is, as Hanko's example
+        if not answer.is_success:
+            return JSONResponse(answer.json(), status_code=answer.status_code)
+        claims = self.issuer.result_signer.verify(answer.json()["token"], audience=BANK_TENANT_ID)
+        return JSONResponse({"outcome": "confirmed", "transaction_id": claims["trans"]["id"],
+                             "method": claims["trans"]["method"]})
+
     async def home(self, request: Request) -> Response:
         store = self.issuer.store
         credentials = await store.list_credentials(self.cardholder.user_id)
@@ -275,8 +327,8 @@ class Bank:
         for record in records:
             step_up = step_ups.get((record.tenant_id, record.transaction_id))
             if record.state == "succeeded":
-                how = {"spc": "Secure Payment Confirmation", "fallback": "this device, in the bank's frame"}.get(
-                    record.method or "", record.method or "")
+                how = {"spc": "Secure Payment Confirmation", "fallback": "this device, in the bank's frame",
+                       "passkey": "this device, on the bank's site"}.get(record.method or "", record.method or "")
                 status = "confirmed"
             elif step_up is not None and step_up.status == "passed":
                 how, status = "one-time code", "confirmed"
@@ -285,9 +337,10 @@ class Bank:
             else:
                 how, status = "", {"failed": "opted out"}.get(record.state, record.state)
             transactions.append({
+                # The amount as it was shown: the data's spelling, in its currency or the tenant's default.
                 "id": record.transaction_id, "when": _when(record.created_at), "merchant": merchants.get(
-                    record.tenant_id, record.tenant_id), "amount": f"{record.data.get('amount')} "
-                f"{record.data.get('currency')}", "how": how, "status": status,
+                    record.tenant_id, record.tenant_id), "amount": f"{record.expected.get('amount')} "
+                f"{record.expected.get('currency')}", "how": how, "status": status,
             })
         devices = [
             {"id": b64url_encode(c.credential_id), "origin": c.enrolled_origin, "created": _when(c.created_at),
@@ -300,6 +353,7 @@ class Bank:
             "transactions": transactions,
             "card_icon_url": self.card_icon_url,
             "spc_url": self.issuer.base_url,
+            "transfer": TRANSFER,
         })
 
     async def remove_device(self, request: Request) -> Response:

@@ -157,7 +157,8 @@ def take(out: Path, chromium: str) -> list[Path]:
         enrol.wait_for(state="visible")
         shoot(page, "04-enrolment-iframe", full_page=True)
         enrol.click()
-        page.locator("#enrolment-result[data-outcome]").wait_for()
+        # The frame says it; the page keeps its own copy hidden.
+        page.locator("#enrolment-result[data-outcome]").wait_for(state="attached")
 
         # 4. Second purchase: Secure Payment Confirmation, then the verified claims.
         add_to_cart(page, shop, "grinder")
@@ -182,7 +183,10 @@ def take(out: Path, chromium: str) -> list[Path]:
         wait_for_receipt(page2)
         shoot(page2, "07-fallback-result", full_page=True)
 
-        # 6. The bank: the cardholder's device and transactions.
+        # 6. The bank: a transfer on its own site with the same passkey, then the device and transactions.
+        page2.goto(bank + "/")
+        page2.click("#transfer-button")
+        page2.locator("#transfer-result[data-outcome]").wait_for(state="attached")
         page2.goto(bank + "/")
         shoot(page2, "08-bank-devices-transactions", full_page=True)
         without_spc.close()

@@ -52,7 +52,7 @@ if str(REPO) not in sys.path:  # example_merchant lives at the top of the checko
     sys.path.insert(0, str(REPO))
 
 from example_merchant import (  # noqa: E402
-    DEMO_ONE_TIME_CODE, SHOP_ID, Bank, BankConnection, DemoSecrets, create_bank, create_shop,
+    BANK_TENANT_ID, DEMO_ONE_TIME_CODE, SHOP_ID, Bank, BankConnection, DemoSecrets, create_bank, create_shop,
 )
 
 FEATURES = ("payment", "publickey-credentials-create", "publickey-credentials-get")
@@ -315,6 +315,31 @@ def test_second_purchase_confirms_with_spc(browser: Browser, demo: Demo, device:
     assert record.data["order"]["items"] == [{"sku": "grinder", "quantity": 1, "price": "49.00"}]
 
 
+def test_the_banks_own_site_confirms_a_transfer_with_the_same_passkey(browser: Browser, demo: Demo,
+                                                                       device: Device) -> None:
+    """The bank is a first-party tenant of its own issuer: Hanko's transaction flow, a plain passkey."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        bring_device(context, page, demo, device)
+        page.goto(demo.bank_origin + "/")
+        page.click("#transfer-button")
+        result = page.locator("#transfer-result[data-outcome]")
+        result.wait_for(state="attached")
+        outcome = (result.get_attribute("data-outcome"), result.get_attribute("data-method"), result.inner_text())
+        page.goto(demo.bank_origin + "/")
+        listed = page.locator('#transactions tr[data-status="confirmed"]', has_text="Demo Bank").inner_text()
+    finally:
+        context.close()
+
+    assert outcome == ("confirmed", "passkey", "Done: the transfer is confirmed."), outcome
+    transfers = read_store(demo, lambda store: store.list_transactions(demo.bank.cardholder.user_id,
+                                                                        tenant_id=BANK_TENANT_ID))
+    assert [(t.state, t.method, t.data) for t in transfers] == [
+        ("succeeded", "passkey", {"amount": 123.45, "usedFor": "Transfer to your savings account"})]
+    assert "123.45 EUR" in listed and "this device, on the bank's site" in listed, listed
+
+
 def test_a_code_after_closing_the_dialog_says_what_happens_now(browser: Browser, demo: Demo,
                                                               device: Device) -> None:
     context = browser.new_context()
@@ -380,7 +405,8 @@ def test_third_purchase_without_spc_uses_the_fallback_iframe(
     assert "confirmed" in rows[device.first_purchase["order_id"]]
     assert "this device, in the bank's frame" in rows[paid["order_id"]]
     # Every purchase of the journey so far, as the bank's records have it.
-    how = {"spc": "Secure Payment Confirmation", "fallback": "this device, in the bank's frame"}
+    how = {"spc": "Secure Payment Confirmation", "fallback": "this device, in the bank's frame",
+           "passkey": "this device, on the bank's site"}
     records = read_store(demo, lambda store: store.list_transactions(demo.bank.cardholder.user_id))
     for record in records:
         if record.state == "succeeded":
