@@ -3,6 +3,7 @@
     spc-embed keys --signing-key-out jwt-signing-key.pem    # a signing key, a secret, an API key
     spc-embed check --config issuer.toml                    # every problem, each with its fix
     spc-embed db init --config issuer.toml                  # the schema step, at deploy time
+    spc-embed db sweep --config issuer.toml                 # housekeeping, periodically (cron)
     spc-embed serve --config issuer.toml --port 8000        # uvicorn
 
 The configuration comes from ``--config FILE`` (TOML, see
@@ -28,7 +29,7 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp
 
 from .config import IssuerConfig, Merchant
-from .config_check import check_configuration, new_signing_key_pem, open_database
+from .config_check import check_configuration, new_signing_key_pem, open_database, sweep_database
 from .config_file import default_database_url, load_config_file, read_toml
 from .errors import ConfigurationError
 from .issuer import Issuer
@@ -164,6 +165,14 @@ def db_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def db_sweep(args: argparse.Namespace) -> int:
+    url = args.database_url or _database_url(args.config)
+    expired, deleted = sweep_database(url)
+    print(f"{PROG}: swept {redacted(url)}: {expired} pending transactions past their TTL marked expired, "
+          f"{deleted} expired challenges deleted")
+    return 0
+
+
 # Helpers
 
 
@@ -286,6 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the database (default: database_url of --config, else $SPC_DATABASE_URL, else "
                           f"{default_database_url()})")
     sub.set_defaults(handler=db_init)
+    sub = db_commands.add_parser("sweep", help="housekeeping to run periodically (cron)",
+                                 description="Mark pending transactions past their TTL expired (reads already "
+                                             "treat them so) and delete expired challenges. Safe while instances "
+                                             "run; run it as often as you like, e.g. hourly.")
+    config_option(sub)
+    sub.add_argument("--database-url", metavar="URL",
+                     help="the database (default: database_url of --config, else $SPC_DATABASE_URL, else "
+                          f"{default_database_url()})")
+    sub.set_defaults(handler=db_sweep)
     return parser
 
 

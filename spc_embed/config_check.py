@@ -18,11 +18,11 @@ import json
 import os
 import secrets
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
@@ -38,9 +38,10 @@ from .config_file import (
     missing_message,
     read_toml,
 )
-from .errors import ConfigurationError
+from .errors import ConfigurationError, StorageUnavailable
 from .issuer import Issuer
 from .storage import Store
+from .storage.store import redacted
 
 ENV_PREFIX = "SPC_"
 # The variables IssuerConfig.from_env reads. A variable it reads that is not
@@ -307,25 +308,47 @@ def _hostname(origin: Any) -> str | None:
         return None
 
 
-async def _open_and_close(store: Store) -> None:
-    await store.open()
-    await store.close()
+T = TypeVar("T")
 
 
-def open_database(url: str) -> None:
-    """The schema step: connect, create or check the schema, close. ConfigurationError says what to fix."""
+def _with_database(url: str, work: Callable[[Store], Awaitable[T]]) -> T:
+    """Open the store (the schema step), do ``work``, close. ConfigurationError says what to fix."""
     try:
         store = Store(url)
     except ModuleNotFoundError as exc:
         raise ConfigurationError(
             f"database_url is a PostgreSQL URL but {exc.name} is not installed: pip install 'spc-embed[postgres]'"
         ) from exc
+
+    async def run() -> T:
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
     try:
-        asyncio.run(_open_and_close(store))
+        return asyncio.run(run())
     except ConfigurationError as exc:
         if url.startswith("postgres") and "?" not in str(exc):
             raise ConfigurationError(f"{exc}; {POSTGRES_FIX}") from exc
         raise
+    except StorageUnavailable as exc:  # the database went away between opening and the work
+        raise ConfigurationError(f"the database {redacted(url)} did not answer: {exc.message}") from exc
+
+
+async def _nothing(store: Store) -> None:
+    return None
+
+
+def open_database(url: str) -> None:
+    """The schema step: connect, create or check the schema, close. ConfigurationError says what to fix."""
+    _with_database(url, _nothing)
+
+
+def sweep_database(url: str) -> tuple[int, int]:
+    """The periodic housekeeping (:meth:`Store.sweep`): (transactions marked expired, challenges deleted)."""
+    return _with_database(url, Store.sweep)
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""The spc-embed command: keys, check (every problem, each with its fix), db init, serve.
+"""The spc-embed command: keys, check (every problem, each with its fix), db init, db sweep, serve.
 
 Commands run in process through ``main(argv)`` where that is enough, and as
 real processes where the process is the point (``serve``, ``python -m``).
@@ -368,6 +368,23 @@ def test_db_init_needs_only_the_database(tmp_path: Path, monkeypatch: pytest.Mon
     assert "spc_schema" in schema_tables(tmp_path / "from-env.db")
     assert run(capsys, "db", "init", "--database-url", "sqlite:///flag.db")[0] == 0
     assert "spc_schema" in schema_tables(tmp_path / "flag.db")
+
+
+def test_db_sweep_marks_expired_transactions_and_deletes_expired_challenges(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'spc.db'}"
+    assert run(capsys, "db", "init", "--database-url", url)[0] == 0
+    with sqlite3.connect(tmp_path / "spc.db") as conn:
+        conn.execute("INSERT INTO spc_challenges (challenge, purpose, subject, user_id, expires_at) "
+                     "VALUES ('old', 'registration', 's', 'u', 1), ('live', 'registration', 's', 'u', 4e9)")
+    status, out, err = run(capsys, "db", "sweep", "--database-url", url)
+    assert (status, err) == (0, "")
+    assert out == (f"spc-embed: swept {url}: 0 pending transactions past their TTL marked expired, "
+                   "1 expired challenges deleted\n")
+    with sqlite3.connect(tmp_path / "spc.db") as conn:
+        assert [row[0] for row in conn.execute("SELECT challenge FROM spc_challenges")] == ["live"]
+    status, _, err = run(capsys, "db", "sweep", "--database-url", f"sqlite:///{tmp_path}/missing/spc.db")
+    assert status == 1 and err.startswith("spc-embed: error: cannot open the database") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("url, error", [

@@ -182,6 +182,23 @@ async def test_opt_out_fails_the_transaction_and_burns_its_challenge(store: Stor
         await finalize(store)
 
 
+async def test_sweep_marks_expired_transactions_and_deletes_only_expired_challenges(
+        store: Store, clock: FakeClock) -> None:
+    await store.create_transaction(record(clock, transaction_id="old", challenge="c-old", ttl=60))
+    await store.create_transaction(record(clock, transaction_id="live", challenge="c-live", ttl=6000))
+    await store.put_challenge(Challenge("soon-gone", "api-registration", "{}", "alice", clock() + 60))
+    await store.put_challenge(Challenge("kept", "api-registration", "{}", "alice", clock() + 6000))
+    clock.advance(120)
+
+    assert await store.sweep() == (1, 2)  # "old"; "soon-gone" and the fixture's used registration challenge
+
+    states = {t: (await store.get_transaction("merchant", t)).state for t in ("old", "live")}  # type: ignore[union-attr]
+    assert states == {"old": EXPIRED, "live": PENDING}
+    assert await store.get_challenge("soon-gone") is None and await store.get_challenge("reg-challenge") is None
+    assert await store.get_challenge("kept") is not None
+    assert await store.sweep() == (0, 0)  # again: nothing left to do
+
+
 async def test_listing_per_user_newest_first_and_per_tenant(store: Store, clock: FakeClock) -> None:
     await store.create_transaction(record(clock, transaction_id="a", challenge="ca"))
     clock.advance(1)

@@ -444,6 +444,25 @@ class Store:
         expired: int = await self._write(plan, single_statement=True)
         return expired
 
+    async def sweep(self) -> tuple[int, int]:
+        """Housekeeping for a periodic job: mark pending transactions past their TTL expired, delete expired challenges.
+
+        Returns (transactions expired, challenges deleted). Nothing a request
+        needs is lost: a challenge's validity is its own ``expires_at``, so an
+        expired one is refused whether its row is there or not. Used enrolment
+        tokens are kept: whether a token is still young enough is decided with
+        the configured TTL at each use, which may grow.
+        """
+        expired = await self.expire_due()
+        now = self.now()
+
+        def plan() -> Plan[int]:
+            count: int = yield execute("DELETE FROM spc_challenges WHERE expires_at <= $1", now)
+            return count
+
+        deleted: int = await self._write(plan, single_statement=True)
+        return expired, deleted
+
     async def finalize_transaction(
         self, tenant_id: str, transaction_id: str, *, challenge: str, credential_id: bytes,
         expected_sign_count: int, new_sign_count: int, backed_up: bool, method: str,
