@@ -244,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"the issuer configuration in TOML (default: ${CONFIG_FILE_VARIABLE}, else the "
                               "SPC_* environment variables)")
 
+    def database_options(sub: argparse.ArgumentParser) -> None:
+        # A db step needs only the database: from --database-url, or the configuration.
+        config_option(sub)
+        sub.add_argument("--database-url", metavar="URL",
+                         help="the database (default: database_url of --config, else $SPC_DATABASE_URL, else "
+                              f"{default_database_url()})")
+
     def mount_option(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--mount-path", metavar="PATH", default=os.environ.get(MOUNT_PATH_VARIABLE, ""),
                          help="serve the issuer under this path, e.g. /spc (default: the root); it is part of "
@@ -290,19 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = db_commands.add_parser("init", help="create or check the schema (at deploy time)",
                                  description="Create the schema, or check that it is the one this spc-embed "
                                              "knows. Idempotent; safe while other instances run.")
-    config_option(sub)
-    sub.add_argument("--database-url", metavar="URL",
-                     help="the database (default: database_url of --config, else $SPC_DATABASE_URL, else "
-                          f"{default_database_url()})")
+    database_options(sub)
     sub.set_defaults(handler=db_init)
     sub = db_commands.add_parser("sweep", help="housekeeping to run periodically (cron)",
                                  description="Mark pending transactions past their TTL expired (reads already "
                                              "treat them so) and delete expired challenges. Safe while instances "
                                              "run; run it as often as you like, e.g. hourly.")
-    config_option(sub)
-    sub.add_argument("--database-url", metavar="URL",
-                     help="the database (default: database_url of --config, else $SPC_DATABASE_URL, else "
-                          f"{default_database_url()})")
+    database_options(sub)
     sub.set_defaults(handler=db_sweep)
     return parser
 

@@ -6,6 +6,7 @@ start-up with a message that says what to fix, never at the first payment.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -399,9 +400,12 @@ class IssuerConfig:
         host = parts.hostname or ""
         return parts.scheme == "https" and (host == self.rp_id or host.endswith("." + self.rp_id))
 
-    @property
+    @functools.cached_property
     def first_party_origins(self) -> frozenset[str]:
-        """The issuer's origin and every configured tenant origin that is first party (:meth:`is_first_party`)."""
+        """The issuer's origin and every configured tenant origin that is first party (:meth:`is_first_party`).
+
+        Computed once: payments and registrations ask on every request.
+        """
         return frozenset({self.origin, *(o for o in self.merchant_origins if self.is_first_party(o))})
 
     @classmethod

@@ -33,7 +33,7 @@ Decisions (also in the OpenAPI descriptions):
   handed initialize's answer with the transaction's ``opt_out_token``; that
   proof is checked before the transaction is looked up, so a caller without it
   gets the answer for an unknown transaction whatever the id (docs/security.md H1).
-- The issuer's own site (a first-party tenant, ``IssuerConfig.is_first_party``)
+- The issuer's own site (a first-party tenant, ``IssuerConfig.first_party_origins``)
   may confirm its transactions with a plain passkey assertion (``webauthn.get``,
   top-level on its page, as the Hanko Passkey API's flow does); the result's
   ``trans.method`` is then ``"passkey"``. A merchant's transaction never accepts
@@ -145,7 +145,7 @@ async def initialize(ctx: IssuerContext, merchant: Merchant, body: Mapping[str, 
     user, payable = await store.payable_credentials(merchant.id, user_id)
     instrument_id, usable = card_to_offer([c for c in payable if c.instrument_id], instrument_id)
     newest = usable[-1] if usable else None  # the card shown: never a card-less passkey
-    if config.is_first_party(merchant_origin):
+    if merchant_origin in config.first_party_origins:
         # The bank's own site also offers the user's passkeys registered without a card
         # (/registration/*); they confirm with a plain passkey only, never SPC (H6).
         usable += [c for c in payable if not c.instrument_id]
@@ -304,7 +304,7 @@ def _verifier(ctx: IssuerContext, record: TransactionRecord, response: Authentic
         return verify_payment_response  # which accepts payment.get only
     # A plain passkey assertion shows the cardholder no amount: only the issuer's own site,
     # where the bank itself showed the transaction, may confirm with one (docs/security.md A3).
-    if ctx.config.is_first_party(record.merchant_origin):
+    if record.merchant_origin in ctx.config.first_party_origins:
         return verify_passkey_response
     raise AssertionRejected(
         "Unexpected clientDataJSON.type 'webauthn.get', expected 'payment.get': a merchant's transaction is "

@@ -63,8 +63,7 @@ _PAYABLE = (
     + ", ".join(f"c.{column}" for column in CREDENTIAL_COLUMNS)
     + " FROM (SELECT CAST($1 AS TEXT) AS wanted) AS q"
     " LEFT JOIN spc_users AS u ON u.user_id = q.wanted"
-    " LEFT JOIN spc_credentials AS c ON c.user_id = q.wanted AND c.revoked_at IS NULL"
-    " AND c.created_at > COALESCE("
+    " LEFT JOIN spc_credentials AS c ON c.user_id = q.wanted AND c.revoked_at IS NULL AND c.created_at > COALESCE("
     "(SELECT MAX(o.reported_at) FROM spc_opt_outs AS o WHERE o.tenant_id = $2 AND o.user_id = q.wanted), -1)"
     " ORDER BY c.created_at"
 )
