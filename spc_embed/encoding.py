@@ -88,6 +88,19 @@ def _parse_int(text: str) -> int | JSONNumber:
     return JSONNumber(text) if text == "-0" else int(text)
 
 
+# Built once: json.loads and json.dumps with options build a new decoder or encoder on every call.
+_STRICT_DECODER = json.JSONDecoder(
+    object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant, parse_float=JSONNumber,
+    parse_int=_parse_int,
+)
+_COMPACT_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def compact_json(value: Any) -> str:
+    """``json.dumps(value, separators=(",", ":"))``: ASCII JSON without spaces."""
+    return _COMPACT_ENCODER.encode(value)
+
+
 def loads_json(data: bytes | str, *, field: str = "JSON") -> Any:
     """Parse JSON refusing invalid UTF-8, duplicate keys, NaN, Infinity and numbers beyond a double.
 
@@ -99,10 +112,9 @@ def loads_json(data: bytes | str, *, field: str = "JSON") -> Any:
         except UnicodeDecodeError as exc:
             raise InvalidRequest(f"{field} is not valid UTF-8") from exc
     try:
-        return json.loads(
-            data, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant,
-            parse_float=JSONNumber, parse_int=_parse_int,
-        )
+        if data.startswith("\ufeff"):  # as json.loads: a byte order mark is not JSON
+            raise InvalidRequest(f"{field} is not valid JSON")
+        return _STRICT_DECODER.decode(data)
     except (ValueError, RecursionError) as exc:
         if isinstance(exc, InvalidRequest):
             raise

@@ -12,13 +12,13 @@ workflow is :mod:`spc_embed.enrollment_service`.
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from . import enrollment_service
 from .encoding import b64url_encode
 from .headers import page_headers
-from .web import JSON_HEADERS, app_url, issuer_context, read_body, require_origin, require_string
+from .web import JSON_HEADERS, JSONResponse, app_url, issuer_context, read_body, require_origin, require_string
 
 
 async def enroll_page(request: Request) -> Response:

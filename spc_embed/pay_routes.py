@@ -30,14 +30,14 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from . import payment_service
 from .errors import StorageUnavailable
 from .headers import page_headers
 from .payment import ExpectedPayment, payment_request_options
-from .web import JSON_HEADERS, app_url, issuer_context, read_body, require_origin, retry_after
+from .web import JSON_HEADERS, JSONResponse, app_url, issuer_context, read_body, require_origin, retry_after
 
 
 async def pay_page(request: Request) -> Response:

@@ -21,11 +21,11 @@ only a registration an admin key started, with that registration's challenge.
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from . import enrollment_service, registration_service
-from .web import JSON_HEADERS, issuer_context, presented_api_key, read_body
+from .web import JSON_HEADERS, JSONResponse, issuer_context, presented_api_key, read_body
 
 
 async def registration_initialize(request: Request) -> Response:

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
-from .encoding import b64url_encode
+from .encoding import b64url_encode, compact_json
 from .errors import ConfigurationError, TokenError
 
 ALGORITHM = "ES256"
@@ -131,7 +131,7 @@ class ResultSigner:
         }
         # A compact JWS (RFC 7515 §7.1) signed by PyJWT's ES256, with the constant
         # header serialized once: jwt.encode() redoes it per token, a third of its cost.
-        payload = b64url_encode(json.dumps(claims, separators=(",", ":")).encode("utf-8"))
+        payload = b64url_encode(compact_json(claims).encode("ascii"))
         signing_input = f"{self._header_segment}.{payload}"
         signature = self._es256.sign(signing_input.encode("ascii"), self._key)
         return f"{signing_input}.{b64url_encode(signature)}"

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from . import credential_service, payment_service
@@ -48,6 +48,7 @@ from .openapi import openapi_document
 from .storage import Credential, TransactionRecord
 from .web import (
     JSON_HEADERS,
+    JSONResponse,
     app_url,
     browser_cors,
     issuer_context,

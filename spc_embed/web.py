@@ -7,17 +7,19 @@ right status, and anything unexpected into a logged 500 without a traceback.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 from collections.abc import Collection
 from typing import Any
 
+from starlette import responses
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,6 +32,15 @@ from .text import quoted, storable_text
 logger = logging.getLogger("spc_embed")
 
 JSON_HEADERS = {"Cache-Control": "no-store"}
+
+
+class JSONResponse(responses.JSONResponse):
+    """Starlette's JSONResponse, byte for byte, with its encoder built once instead of per response."""
+
+    _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+    def render(self, content: Any) -> bytes:
+        return self._encoder.encode(content).encode("utf-8")
 
 
 def error_response(exc: SPCEmbedError, headers: dict[str, str] | None = None) -> JSONResponse:

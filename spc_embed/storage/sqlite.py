@@ -38,6 +38,8 @@ from .schema import SCHEMA_VERSION, ddl, migrations
 
 logger = logging.getLogger("spc_embed.storage")
 
+_Job = tuple[PlanFactory[Any], "asyncio.Future[Any]", bool]  # a write, who awaits it, single statement or not
+
 BUSY_TIMEOUT_MS = 5000  # another process holding the write lock: wait this long, then 503
 
 
@@ -75,7 +77,7 @@ class SQLiteBackend:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._lock = threading.Lock()  # guards the two fields below and the readers list
-        self._waiting: list[tuple[PlanFactory[Any], asyncio.Future[Any]]] = []
+        self._waiting: list[_Job] = []
         self._batch_running = False  # a batch holds the write connection: statements, then its commit
         self._write_conn: sqlite3.Connection | None = None
         # The committer thread and its inbox: a plain thread on a C queue, so handing it a
@@ -173,13 +175,14 @@ class SQLiteBackend:
     # Writes
 
     async def write(self, factory: PlanFactory[Any], *, single_statement: bool = False) -> Any:
-        # single_statement changes nothing here: every write runs inside its batch's transaction.
+        # A single statement needs no savepoint of its own: SQLite undoes a failing statement by itself,
+        # and such a plan refuses only when its statement changed nothing (the contract of Store._write).
         if self._write_conn is None:
             raise self._on_error(RuntimeError("the SQLite store is closed"))
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         with self._lock:
-            self._waiting.append((factory, future))
+            self._waiting.append((factory, future, single_statement))
             start = not self._batch_running
             self._batch_running = True
         if start:
@@ -201,7 +204,15 @@ class SQLiteBackend:
             if conn is None:
                 raise sqlite3.OperationalError("the SQLite store is closed")
             conn.execute("BEGIN IMMEDIATE")  # waits up to the busy timeout for another process's batch
-            for factory, _ in batch:
+            for factory, _, single_statement in batch:
+                if single_statement:
+                    try:
+                        outcomes.append((True, run_plan(conn, factory())))
+                    except Exception as exc:
+                        if not conn.in_transaction:  # an error that ended the transaction: the batch fails whole
+                            raise
+                        outcomes.append((False, exc))  # SQLite undid the failed statement itself
+                    continue
                 conn.execute("SAVEPOINT job")
                 try:
                     outcomes.append((True, run_plan(conn, factory())))
@@ -219,7 +230,7 @@ class SQLiteBackend:
         while (work := self._commits.get()) is not None:
             self._commit(*work)
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[tuple[PlanFactory[Any], asyncio.Future[Any]]],
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Job],
                 outcomes: list[tuple[bool, Any]]) -> None:
         # On the committer thread: one C call that waits for fsync, with the GIL released.
         try:
@@ -232,7 +243,7 @@ class SQLiteBackend:
             self._on_success()
         self._finish(batch, outcomes)
 
-    def _finish(self, batch: list[tuple[PlanFactory[Any], asyncio.Future[Any]]],
+    def _finish(self, batch: list[_Job],
                 outcomes: list[tuple[bool, Any]]) -> None:
         """Answer every write of the batch and start the next batch, with one call into each loop.
 
@@ -240,7 +251,7 @@ class SQLiteBackend:
         is a GIL handover, and the loop thread is busy with other requests.
         """
         answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for (_, future), (ok, value) in zip(batch, outcomes, strict=False):
+        for (_, future, _), (ok, value) in zip(batch, outcomes, strict=False):
             if not ok and isinstance(value, sqlite3.Error):
                 value = self._on_error(value)
             answers.setdefault(future.get_loop(), []).append((future, ok, value))

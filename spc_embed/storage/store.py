@@ -33,6 +33,7 @@ from collections.abc import Collection
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from ..encoding import compact_json
 from ..errors import (
     AssertionRejected,
     ChallengeError,
@@ -642,8 +643,8 @@ def _transaction(row: tuple[Any, ...], now: float) -> TransactionRecord:
 def _transaction_values(record: TransactionRecord) -> list[Any]:
     fields = {
         **{c: getattr(record, c, None) for c in TRANSACTION_COLUMNS},
-        "data_json": json.dumps(record.data, separators=(",", ":")),
-        "expected_json": json.dumps(record.expected, separators=(",", ":")),
+        "data_json": compact_json(record.data),
+        "expected_json": compact_json(record.expected),
         "credential_ids": json.dumps(list(record.credential_ids)),
     }
     return [fields[c] for c in TRANSACTION_COLUMNS]
