@@ -3,6 +3,7 @@ credentials enrolled through the enrolment service by the software authenticator
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from payment_helpers import (
 from softauthn import SoftAuthenticator, b64url
 from spc_embed import enrollment_service, payment_service
 from spc_embed.context import IssuerContext
+from spc_embed.encoding import b64url_decode
 from spc_embed.errors import AssertionRejected, Conflict, InvalidRequest, NotFound
 from spc_embed.tokens import EnrollmentToken
 
@@ -124,6 +126,37 @@ async def test_finalize_bare_credential_is_found_by_its_challenge_and_parsed_onc
     token = await payment_service.finalize(bank.ctx, ["merchant"], spc_assertion(bank.auth, initialized.options))
     assert len(parses) == 1
     assert jwt_claims(token)["trans"]["id"] == "order-1"
+
+
+async def test_finalize_reads_the_transaction_and_the_credential_in_one_query(
+        bank: Bank, monkeypatch: pytest.MonkeyPatch) -> None:
+    initialized = await bank.initialize("order-1")
+    second_reads: list[bytes] = []
+    read_credential = bank.ctx.store.get_credential
+
+    async def get_credential(credential_id: bytes) -> Any:
+        second_reads.append(credential_id)
+        return await read_credential(credential_id)
+
+    monkeypatch.setattr(bank.ctx.store, "get_credential", get_credential)
+    await payment_service.finalize(bank.ctx, ["merchant"], spc_assertion(bank.auth, initialized.options),
+                                   transaction_id="order-1")
+    other = await bank.initialize("order-2")
+    await payment_service.finalize(bank.ctx, ["merchant"], spc_assertion(bank.auth, other.options))
+    assert second_reads == []
+    assert await bank.state("order-1") == await bank.state("order-2") == "succeeded"
+
+
+async def test_s8_a_challenge_is_32_bytes_the_time_then_26_random_bytes(bank: Bank) -> None:
+    before = time.time()
+    challenges = [b64url_decode((await bank.initialize(f"order-{n}")).options["publicKey"]["challenge"])
+                  for n in range(2)]
+    after = time.time()
+    assert [len(c) for c in challenges] == [32, 32]
+    for challenge in challenges:
+        # Real time, not the issuer's clock: it only orders the database's index of challenges.
+        assert before * 1000 - 1 <= int.from_bytes(challenge[:6], "big") <= after * 1000 + 1
+    assert challenges[0][6:] != challenges[1][6:]
 
 
 async def test_finalize_for_another_tenant_finds_nothing(bank: Bank) -> None:

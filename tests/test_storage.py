@@ -219,6 +219,27 @@ async def test_find_transactions_by_id_or_challenge_within_tenants(store: Store,
     assert await store.find_transactions(["shop"], transaction_id="order-1") == []
 
 
+async def test_find_transactions_and_credential_reads_what_the_two_reads_do(store: Store, clock: FakeClock) -> None:
+    await store.create_transaction(record(clock))
+    await store.create_transaction(record(clock, tenant="shop", challenge="pay-challenge-2"))
+    stored = await store.get_credential(CREDENTIAL_ID)
+    lookups: list[tuple[list[str], dict[str, str]]] = [
+        (["merchant"], {"transaction_id": "order-1"}), (["merchant", "shop"], {"challenge": "pay-challenge-2"}),
+        (["shop"], {"transaction_id": "unknown"}), (["merchant", "shop"], {"transaction_id": "order-1"}),
+        ([], {"transaction_id": "order-1"}),
+    ]
+    for tenants, kwargs in lookups:
+        for credential_id in (CREDENTIAL_ID, b"unknown credential"):
+            found, credential = await store.find_transactions_and_credential(
+                tenants, credential_id=credential_id, **kwargs)
+            by_tenant = sorted(await store.find_transactions(tenants, **kwargs), key=lambda t: t.tenant_id)
+            assert sorted(found, key=lambda t: t.tenant_id) == by_tenant
+            assert credential == (stored if credential_id == CREDENTIAL_ID else None)
+    both, _ = await store.find_transactions_and_credential(["merchant", "shop"], credential_id=CREDENTIAL_ID,
+                                                           transaction_id="order-1")
+    assert sorted(t.tenant_id for t in both) == ["merchant", "shop"]  # the caller refuses the ambiguity
+
+
 # Lifecycle: open, schema step, several loops, outages
 
 

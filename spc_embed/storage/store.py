@@ -414,6 +414,32 @@ class Store:
 
         return await self._read(plan)
 
+    async def find_transactions_and_credential(
+        self, tenant_ids: Collection[str], *, credential_id: bytes, transaction_id: str | None = None,
+        challenge: str | None = None,
+    ) -> tuple[list[TransactionRecord], Credential | None]:
+        """``find_transactions`` and ``get_credential(credential_id)`` in one query: a finalize needs both."""
+        tenants = list(tenant_ids)
+        if not tenants:
+            return [], await self.get_credential(credential_id)
+        column, value = ("transaction_id", transaction_id) if transaction_id is not None else ("challenge", challenge)
+        # One row even when neither exists (the constant row q), two at most.
+        sql = (f"SELECT {', '.join('t.' + c for c in TRANSACTION_COLUMNS)}, "
+               f"{', '.join('c.' + c for c in CREDENTIAL_COLUMNS)} FROM (SELECT 1 AS one) AS q"
+               f" LEFT JOIN spc_transactions AS t ON t.{column} = $1"
+               f" AND t.tenant_id IN ({placeholders(3, len(tenants))})"
+               " LEFT JOIN spc_credentials AS c ON c.credential_id = $2 LIMIT 2")
+        now = self.now()
+        width = len(TRANSACTION_COLUMNS)
+
+        def plan() -> Plan[tuple[list[TransactionRecord], Credential | None]]:
+            rows = yield fetch_rows(sql, value, credential_id, *tenants)
+            found = [_transaction(r[:width], now) for r in rows if r[0] is not None]
+            credential = _credential(rows[0][width:]) if rows[0][width] is not None else None
+            return found, credential
+
+        return await self._read(plan)
+
     async def list_transactions(self, user_id: str, *, tenant_id: str | None = None,
                                 limit: int = 100) -> list[TransactionRecord]:
         """A user's transactions, newest first; pending ones past their TTL read as expired."""
