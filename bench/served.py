@@ -368,6 +368,14 @@ class CpuMonitor:
         own = os.times()
         return now, busy, ours / self.tick + own.user + own.system
 
+    def busy_share(self, start: float, end: float) -> float | None:
+        """Share of the machine (0..1) busy between ``start`` and ``end``, whoever used it."""
+        inside = [sample for sample in self.samples if start <= sample[0] <= end]
+        if len(inside) < 2 or inside[-1][0] - inside[0][0] < 0.5:
+            return None
+        (t0, busy0, _), (t1, busy1, _) = inside[0], inside[-1]
+        return min(1.0, (busy1 - busy0) / ((t1 - t0) * self.cpus))
+
     def other_share(self, start: float, end: float) -> float | None:
         """Share of the machine (0..1) used by processes not started here, between ``start`` and ``end``."""
         inside = [sample for sample in self.samples if start <= sample[0] <= end]
@@ -404,6 +412,7 @@ class Result:
     retried: bool = False
     lock_wait_s: float = 0.0
     other_share: float | None = None
+    busy_share: float | None = None  # the whole machine's, during the run: 100% leaves a second worker nothing
     server_cpu_s: float | None = None  # CPU time of the server's processes (master and workers) during the run
 
     @property
@@ -427,6 +436,9 @@ class Result:
         if self.other_share is None:
             return "?"
         return f"{self.other_share:.0%}" + (" (noisy)" if self.noisy else "")
+
+    def machine_busy(self) -> str:
+        return "?" if self.busy_share is None else f"{self.busy_share:.0%}"
 
     @property
     def noisy(self) -> bool:
@@ -522,6 +534,7 @@ def run_wrk(processes: Processes, result: Result, url: str, lua_args: Sequence[s
     locked = re.search(r"^SPCBENCH_LOCKED ([0-9.]+)$", out, re.MULTILINE)
     result.lock_wait_s = max(0.0, float(locked.group(1)) - asked) if locked else 0.0
     result.other_share = monitor.other_share(asked + result.lock_wait_s + 0.5, finished)
+    result.busy_share = monitor.busy_share(asked + result.lock_wait_s + 0.5, finished)
     if result.lock_wait_s > 1:
         print(f"    (waited {result.lock_wait_s:.0f} s for {LOCK})", flush=True)
     if server is not None and cpu_before is not None:
@@ -681,7 +694,7 @@ class Bench:
         ratio = f"  {result.rps / result.reference_rps:.3f}x the reference so far" if result.reference_rps else ""
         print(f"  {result.endpoint + result.note:<26} w{result.workers} c{result.connections:<3} "
               f"{result.rps:>8,.0f} req/s  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:7.2f} ms  "
-              f"non-2xx {result.non_2xx}  other load {result.other_load()}{ratio}"
+              f"non-2xx {result.non_2xx}  other load {result.other_load()}  machine busy {result.machine_busy()}{ratio}"
               + (f"  server CPU {result.cpu_us:,.0f} µs/request" if result.cpu_us else ""), flush=True)
         for line in result.problems():
             print(f"  !!! {result.endpoint} at {result.connections} connections: {line}", flush=True)
@@ -796,7 +809,7 @@ class Bench:
         multi = len(self.args.workers) > 1
         head = ["endpoint", "workers", "connections", "requests/s", "p50 ms", "p99 ms", "non-2xx",
                 "vs reference"] + (["vs 1 worker"] if multi else []) + ["server CPU µs/request", "CPU vs reference",
-                                                                          "other load"]
+                                                                          "other load", "machine busy"]
         rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         names = {"hello": 'Starlette "hello" (for scale)',
                  "reference": "reference: Starlette + py_webauthn verify, no database",
@@ -817,6 +830,7 @@ class Bench:
             cells.append(f"{r.cpu_us:,.0f}" if r.cpu_us else "?")
             cells.append(f"{reference_cpu / r.cpu_us:.3f}" if reference_cpu and r.cpu_us else "")
             cells.append(r.other_load())
+            cells.append(r.machine_busy())
             rows.append("| " + " | ".join(cells) + " |")
         return "\n".join(rows)
 
@@ -933,6 +947,7 @@ def main() -> int:
               f"other load: "
               f"CPU that processes this run did not start took during the wrk run, as a share of the machine"
               + (" (the PostgreSQL server's counted as ours)" if args.database == "postgresql" else "")
+              + "; machine busy: the whole machine's CPU in use during the run (servers, database, wrk and others)"
               + (f"; finalize bodies spread over {args.cardholders} cardholders" if args.cardholders > 1 else "")
               + ".")
         noisy = [r for r in bench.results if r.noisy]
