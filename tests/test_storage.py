@@ -415,6 +415,41 @@ async def test_sqlite_commits_are_durable(tmp_path) -> None:
         assert writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+async def test_sqlite_another_process_holding_the_write_lock_does_not_stall_the_event_loop(
+        tmp_path, clock: FakeClock) -> None:
+    path = tmp_path / "spc.db"
+    async with Store(f"sqlite:///{path}", clock=clock) as store:
+        other = sqlite3.connect(path, isolation_level=None)  # another process's connection, as far as locks go
+        other.execute("BEGIN IMMEDIATE")
+        write = asyncio.ensure_future(store.create_transaction(record(clock)))
+        ticks = 0
+        for _ in range(20):  # the loop keeps running while the write waits for the lock
+            await asyncio.sleep(0.005)
+            ticks += 1
+        assert not write.done() and ticks == 20
+        other.execute("COMMIT")
+        await asyncio.wait_for(write, 1)
+        assert (await store.get_transaction("merchant", "order-1")).state == PENDING
+        other.close()
+
+
+async def test_sqlite_a_write_lock_held_past_the_busy_timeout_is_storage_unavailable(
+        tmp_path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("spc_embed.storage.sqlite.BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "spc.db"
+    async with Store(f"sqlite:///{path}", clock=clock) as store:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable):
+            await store.create_transaction(record(clock))
+        assert 0.2 <= time.monotonic() - started < 1.5
+        other.execute("ROLLBACK")
+        other.close()
+        await store.create_transaction(record(clock))  # the lock is free again: writes go through
+        assert await store.get_transaction("merchant", "order-1") is not None
+
+
 async def test_a_refused_write_in_a_shared_commit_leaves_the_others_written(store: Store, clock: FakeClock) -> None:
     # Thirty writes at once share commits; the twenty duplicates are refused alone.
     attempts = [store.create_transaction(record(clock, transaction_id=f"t{i % 10}", challenge=f"c{i}"))

@@ -8,12 +8,18 @@ Writes share commits. A batch starts once the event loop has run what was
 ready when the first write came (so requests already being worked on join
 it): every write waiting runs at once, on the loop's thread, in one
 transaction, each inside its own savepoint (so one write's refusal rolls back
-only its own statements). Only the COMMIT, which waits for fsync
+only its own statements; a single statement needs none). Only the COMMIT, which waits for fsync
 (``synchronous=FULL``), goes to a committer thread; writes arriving meanwhile
 wait for the next batch, which starts when the commit is done. So a 200 still
 means the write is on disk, one fsync serves every request of a batch, and
 the statements never run on a second thread: a thread running Python beside
 the event loop would make every statement of the loop wait for the GIL.
+
+Several processes on one file take turns at its write lock. A batch that
+finds it taken does not wait inside SQLite (its busy handler sleeps on the
+calling thread, which here is the event loop's): it is put back and tried again
+after 0.2, 0.5, 1, 2 and then every 4 ms, while the loop serves other requests
+(whose writes join it), and is answered 503 after the busy timeout.
 
 Nothing here is bound to one event loop: each write carries the loop that
 awaits it, so one store serves TestClient's loops, reloaders and threads.
@@ -41,6 +47,9 @@ logger = logging.getLogger("spc_embed.storage")
 _Job = tuple[PlanFactory[Any], "asyncio.Future[Any]", bool]  # a write, who awaits it, single statement or not
 
 BUSY_TIMEOUT_MS = 5000  # another process holding the write lock: wait this long, then 503
+# How long a batch waits before it asks again for the write lock another process holds: short at first
+# (that process's batch takes about a millisecond), then every 4 ms. The event loop runs on meanwhile.
+BUSY_RETRY_DELAYS_S = (0.0002, 0.0005, 0.001, 0.002, 0.004)
 
 
 def run_plan(conn: sqlite3.Connection, plan: Plan[Any]) -> Any:
@@ -85,6 +94,8 @@ class SQLiteBackend:
         self._commits: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._committer: threading.Thread | None = None
         self._generation = 0
+        self._locked_since: float | None = None  # when the waiting batch first found the write lock taken
+        self._lock_retries = 0
 
     # Lifecycle
 
@@ -97,7 +108,8 @@ class SQLiteBackend:
             self._create_schema(schema_conn)
         finally:
             schema_conn.close()
-        self._write_conn = self._connect(busy_timeout_ms=BUSY_TIMEOUT_MS)
+        # No busy timeout on the writer: SQLite would wait for the lock by sleeping on the event loop's thread.
+        self._write_conn = self._connect(busy_timeout_ms=0)
         self._committer = threading.Thread(target=self._commit_loop, name="spc-embed-sqlite-commit", daemon=True)
         self._committer.start()
 
@@ -203,7 +215,9 @@ class SQLiteBackend:
         try:
             if conn is None:
                 raise sqlite3.OperationalError("the SQLite store is closed")
-            conn.execute("BEGIN IMMEDIATE")  # waits up to the busy timeout for another process's batch
+            if not self._begin(conn):
+                self._retry_later(batch)
+                return
             for factory, _, single_statement in batch:
                 if single_statement:
                     try:
@@ -225,6 +239,34 @@ class SQLiteBackend:
             self._finish(batch, [(False, self._on_error(exc)) for _ in batch])
             return
         self._commits.put((conn, batch, outcomes))
+
+    def _begin(self, conn: sqlite3.Connection) -> bool:
+        """BEGIN IMMEDIATE without waiting: False while another process holds the write lock.
+
+        Raises once the lock has been taken for longer than the busy timeout (the batch is then answered 503).
+        """
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
+                raise
+            now = time.monotonic()
+            if self._locked_since is None:
+                self._locked_since = now
+            if now - self._locked_since > BUSY_TIMEOUT_MS / 1000:
+                self._locked_since, self._lock_retries = None, 0
+                raise
+            return False
+        self._locked_since, self._lock_retries = None, 0
+        return True
+
+    def _retry_later(self, batch: list[_Job]) -> None:
+        """Put the batch back, first in line, and try again shortly; the loop serves other requests meanwhile."""
+        with self._lock:
+            self._waiting[:0] = batch
+        delay = BUSY_RETRY_DELAYS_S[min(self._lock_retries, len(BUSY_RETRY_DELAYS_S) - 1)]
+        self._lock_retries += 1
+        asyncio.get_running_loop().call_later(delay, self._run_batch)
 
     def _commit_loop(self) -> None:
         while (work := self._commits.get()) is not None:
