@@ -125,6 +125,14 @@ class _ClockedSerializer(URLSafeTimedSerializer):
 
         self.signer = Signer
         self.signer_kwargs = {**self.signer_kwargs, "algorithm": _HMACSHA1()}
+        self._signers: dict[str | bytes | None, Any] = {}
+
+    def make_signer(self, salt: str | bytes | None = None) -> Any:
+        # One signer per salt, kept: itsdangerous builds a new one for every token otherwise.
+        signer = self._signers.get(salt)
+        if signer is None:
+            signer = self._signers[salt] = super().make_signer(salt)
+        return signer
 
     def dump_payload(self, obj: Any) -> bytes:
         # Plain base64url JSON, never zlib: for payloads this short, compressing

@@ -346,13 +346,16 @@ def _lone_surrogate() -> InvalidRequest:  # from a "\ud800" escape (H2)
                           code="invalid_text")
 
 
+_SORTED_COMPACT = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))  # built once
+
+
 def canonical_json(data: Mapping[str, Any]) -> bytes:
     """RFC 8785 serialization of ``data``."""
     plain = _check_value(data, 0)
     try:
         # For data without floats whose keys sort alike, the C encoder with sorted keys writes JCS (about 10x faster).
         if plain:
-            encoded = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+            encoded = _SORTED_COMPACT.encode(data).encode("utf-8")
         else:
             encoded = rfc8785.dumps(data)
     except UnicodeEncodeError as exc:

@@ -31,6 +31,7 @@ import logging
 import time
 from collections.abc import Collection
 from dataclasses import replace
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from ..encoding import compact_json
@@ -56,6 +57,8 @@ REGISTRATION = "registration"
 
 _CREDENTIAL_SELECT = f"SELECT {', '.join(CREDENTIAL_COLUMNS)} FROM spc_credentials"
 _TRANSACTION_SELECT = f"SELECT {', '.join(TRANSACTION_COLUMNS)} FROM spc_transactions"
+_TRANSACTION_INSERT = (f"INSERT INTO spc_transactions ({', '.join(TRANSACTION_COLUMNS)}) "
+                       f"VALUES ({placeholders(1, len(TRANSACTION_COLUMNS))}) ON CONFLICT DO NOTHING")
 _USER_SELECT = "SELECT user_id, user_handle, name, display_name FROM spc_users"
 # The user (NULLs if unknown) beside each payable credential (NULLs if none): always at least one row.
 # Credentials without a card (instrument_id '') are included: the bank's own site offers them (H6).
@@ -377,11 +380,9 @@ class Store:
         concurrent initializes with one id give one row and N-1 conflicts.
         """
         values = _transaction_values(record)
-        insert = (f"INSERT INTO spc_transactions ({', '.join(TRANSACTION_COLUMNS)}) "
-                  f"VALUES ({placeholders(1, len(values))}) ON CONFLICT DO NOTHING")
 
         def plan() -> Plan[None]:
-            if (yield execute(insert, *values)) != 1:
+            if (yield execute(_TRANSACTION_INSERT, *values)) != 1:
                 raise Conflict(f"transaction id {record.transaction_id[:128]!r} is already used by this merchant",
                                code="transaction_exists")
 
@@ -666,11 +667,14 @@ def _transaction(row: tuple[Any, ...], now: float) -> TransactionRecord:
     return record
 
 
+_ENCODED_COLUMNS = {
+    "data_json": lambda record: compact_json(record.data),
+    "expected_json": lambda record: compact_json(record.expected),
+    "credential_ids": lambda record: json.dumps(list(record.credential_ids)),
+}
+# One getter per column, in TRANSACTION_COLUMNS order: the record's attribute, or its encoding.
+_TRANSACTION_GETTERS = tuple(_ENCODED_COLUMNS.get(c, attrgetter(c)) for c in TRANSACTION_COLUMNS)
+
+
 def _transaction_values(record: TransactionRecord) -> list[Any]:
-    fields = {
-        **{c: getattr(record, c, None) for c in TRANSACTION_COLUMNS},
-        "data_json": compact_json(record.data),
-        "expected_json": compact_json(record.expected),
-        "credential_ids": json.dumps(list(record.credential_ids)),
-    }
-    return [fields[c] for c in TRANSACTION_COLUMNS]
+    return [get(record) for get in _TRANSACTION_GETTERS]
