@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn
 
 import cbor2
+import orjson
 
 from .errors import InvalidRequest
 from .text import quoted
@@ -97,8 +98,16 @@ _COMPACT_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 def compact_json(value: Any) -> str:
-    """``json.dumps(value, separators=(",", ":"))``: ASCII JSON without spaces."""
-    return _COMPACT_ENCODER.encode(value)
+    """Compact JSON text of ``value``, written by orjson (several times faster than the standard library).
+
+    What orjson does not take (a :class:`JSONNumber`, an integer past 64 bits,
+    a lone surrogate, a non-string key) the standard library writes, as
+    ``json.dumps(value, separators=(",", ":"))`` would.
+    """
+    try:
+        return orjson.dumps(value).decode("utf-8")
+    except TypeError:
+        return _COMPACT_ENCODER.encode(value)
 
 
 def loads_json(data: bytes | str, *, field: str = "JSON") -> Any:

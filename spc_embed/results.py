@@ -131,7 +131,7 @@ class ResultSigner:
         }
         # A compact JWS (RFC 7515 §7.1) signed by PyJWT's ES256, with the constant
         # header serialized once: jwt.encode() redoes it per token, a third of its cost.
-        payload = b64url_encode(compact_json(claims).encode("ascii"))
+        payload = b64url_encode(compact_json(claims).encode("utf-8"))  # JSON in UTF-8 (RFC 7519 §7.1)
         signing_input = f"{self._header_segment}.{payload}"
         signature = self._es256.sign(signing_input.encode("ascii"), self._key)
         return f"{signing_input}.{b64url_encode(signature)}"

@@ -11,8 +11,9 @@ import struct
 import pytest
 import rfc8785
 
-from spc_embed.encoding import JSONNumber, loads_json
+from spc_embed.encoding import JSONNumber, compact_json, loads_json
 from spc_embed.errors import InvalidRequest
+from spc_embed.web import JSONResponse
 from spc_embed.transactions import (
     EXPIRED, FAILED, PENDING, SUCCEEDED, amount_spelling, amounts_equal, can_transition, canonical_json,
     is_canonical_amount, is_payee_origin, parse_transaction_data, resolve_merchant_origin, transaction_hash,
@@ -353,3 +354,22 @@ def test_loads_json_keeps_the_text_of_non_integer_numbers_and_of_minus_zero() ->
 def test_loads_json_refuses_numbers_beyond_a_double(text: str) -> None:
     with pytest.raises(InvalidRequest, match="too large for a double"):
         loads_json(text)
+
+
+@pytest.mark.parametrize("value", [
+    {"amount": "100.00", "payee_name": "Café ☕", "n": [1, 2.5, None, True], "nested": {"k": "v"}},
+    {"amount": JSONNumber("100.10"), "currency": "EUR"},  # a kept spelling: the standard library writes it
+    {"big": 2 ** 70, "negative": -(2 ** 64)},  # past 64 bits: the standard library writes it
+    {"surrogate": "\ud800"},  # a lone surrogate: written as \ud800, as json.dumps does
+    {1: "a non-string key"},
+])
+def test_compact_json_reads_back_as_json_dumps_writes_it(value: object) -> None:
+    written = compact_json(value)
+    assert json.loads(written) == json.loads(json.dumps(value, separators=(",", ":")))
+    assert " " not in written.replace("Café ☕", "").replace("a non-string key", "")
+
+
+def test_json_answers_are_compact_utf8_and_fall_back_for_kept_spellings() -> None:
+    answer = JSONResponse({"payee": "Café", "amount": JSONNumber("100.10"), "ids": ("a", "b")})
+    assert answer.body == '{"payee":"Café","amount":100.1,"ids":["a","b"]}'.encode()
+    assert JSONResponse({"payee": "Café", "ok": True}).body == '{"payee":"Café","ok":true}'.encode()
