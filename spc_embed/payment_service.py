@@ -71,7 +71,7 @@ from .payment import (
     verify_passkey_response,
     verify_payment_response,
 )
-from .storage import Credential, OptOut, TransactionRecord
+from .storage import Credential, OptOut, TransactionRecord, User
 from .text import quoted, storable_text
 from .tokens import MAX_INSTRUMENT_ID_LENGTH, MAX_OPT_OUT_TOKEN_LENGTH
 from .transactions import (
@@ -142,31 +142,35 @@ async def initialize(ctx: IssuerContext, merchant: Merchant, body: Mapping[str, 
     if instrument_id is not None:
         instrument_id = validate_identifier(instrument_id, field="instrument_id", max_length=MAX_INSTRUMENT_ID_LENGTH)
     merchant_origin = resolve_merchant_origin(data, merchant.origins)
-    # S11: the same queries and the same answer whether the user is unknown or has no credentials.
-    user, payable = await store.payable_credentials(merchant.id, user_id)
-    instrument_id, usable = card_to_offer([c for c in payable if c.instrument_id], instrument_id)
-    newest = usable[-1] if usable else None  # the card shown: never a card-less passkey
-    if merchant_origin in config.first_party_origins:
-        # The bank's own site also offers the user's passkeys registered without a card
-        # (/registration/*); they confirm with a plain passkey only, never SPC (H6).
-        usable += [c for c in payable if not c.instrument_id]
     now = store.now()
-    expected = ExpectedPayment(
-        challenge=transaction_challenge(), rp_id=config.rp_id, issuer_origin=config.origin,
-        merchant_origin=merchant_origin, user_id=user_id,
-        user_handle=user.user_handle if user and usable else None,
-        credential_ids=tuple(c.credential_id for c in usable), amount=data.amount, currency=data.currency,
-        payee_name=data.payee_name, payee_origin=data.payee_origin,
-        instrument_name=newest.instrument_name if newest else None,
-        instrument_icon=newest.instrument_icon if newest else None, instrument_id=instrument_id,
-        logos=data.logos, timeout_ms=config.transaction_ttl * 1000, show_opt_out=show_opt_out, locale=locale,
-    )
-    await store.create_transaction(TransactionRecord(
-        tenant_id=merchant.id, transaction_id=transaction_id, user_id=user_id, data=dict(data.raw),
-        data_hash=data.hash, challenge=expected.challenge, expected=expected.to_json(),
-        merchant_origin=merchant_origin, credential_ids=tuple(b64url_encode(c) for c in expected.credential_ids),
-        state=PENDING, created_at=now, expires_at=now + config.transaction_ttl,
-    ))
+
+    def transaction(user: User | None, payable: list[Credential]) -> tuple[TransactionRecord, ExpectedPayment]:
+        """The transaction for what the user can pay with, read in the same write that stores it."""
+        card, usable = card_to_offer([c for c in payable if c.instrument_id], instrument_id)
+        newest = usable[-1] if usable else None  # the card shown: never a card-less passkey
+        if merchant_origin in config.first_party_origins:
+            # The bank's own site also offers the user's passkeys registered without a card
+            # (/registration/*); they confirm with a plain passkey only, never SPC (H6).
+            usable += [c for c in payable if not c.instrument_id]
+        expected = ExpectedPayment(
+            challenge=transaction_challenge(), rp_id=config.rp_id, issuer_origin=config.origin,
+            merchant_origin=merchant_origin, user_id=user_id,
+            user_handle=user.user_handle if user and usable else None,
+            credential_ids=tuple(c.credential_id for c in usable), amount=data.amount, currency=data.currency,
+            payee_name=data.payee_name, payee_origin=data.payee_origin,
+            instrument_name=newest.instrument_name if newest else None,
+            instrument_icon=newest.instrument_icon if newest else None, instrument_id=card,
+            logos=data.logos, timeout_ms=config.transaction_ttl * 1000, show_opt_out=show_opt_out, locale=locale,
+        )
+        return TransactionRecord(
+            tenant_id=merchant.id, transaction_id=transaction_id, user_id=user_id, data=dict(data.raw),
+            data_hash=data.hash, challenge=expected.challenge, expected=expected.to_json(),
+            merchant_origin=merchant_origin, credential_ids=tuple(b64url_encode(c) for c in expected.credential_ids),
+            state=PENDING, created_at=now, expires_at=now + config.transaction_ttl,
+        ), expected
+
+    # S11: the same queries and the same answer whether the user is unknown or has no credentials.
+    expected = await store.start_transaction(merchant.id, user_id, transaction)
     return Initialized(
         options=payment_request_options(expected), transaction_id=transaction_id, transaction_hash=data.hash,
         merchant_origin=merchant_origin, expires_at=int(now + config.transaction_ttl),

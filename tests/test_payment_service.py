@@ -147,6 +147,19 @@ async def test_finalize_reads_the_transaction_and_the_credential_in_one_query(
     assert await bank.state("order-1") == await bank.state("order-2") == "succeeded"
 
 
+async def test_initialize_reads_the_credentials_in_the_write_that_stores_the_transaction(
+        bank: Bank, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def no_separate_read(*args: object) -> None:
+        raise AssertionError("initialize read the credentials outside its write")
+
+    monkeypatch.setattr(bank.ctx.store, "payable_credentials", no_separate_read)
+    initialized = await bank.initialize("order-1")
+    assert initialized.options["publicKey"]["allowCredentials"][0]["id"] == b64url(bank.credential_id)
+    token = await payment_service.finalize(bank.ctx, ["merchant"], spc_assertion(bank.auth, initialized.options),
+                                           transaction_id="order-1")
+    assert jwt_claims(token)["trans"]["id"] == "order-1"
+
+
 async def test_s8_a_challenge_is_32_bytes_the_time_then_26_random_bytes(bank: Bank) -> None:
     before = time.time()
     challenges = [b64url_decode((await bank.initialize(f"order-{n}")).options["publicKey"]["challenge"])

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from operator import attrgetter
 from typing import Any, TypeVar
@@ -296,9 +296,7 @@ class Store:
         or not, so timing tells nothing (docs/security.md S11).
         """
         def plan() -> Plan[tuple[User | None, list[Credential]]]:
-            rows = yield fetch_rows(_PAYABLE, user_id, tenant_id)
-            user = User(*rows[0][:4]) if rows[0][0] is not None else None
-            return user, [_credential(r[4:]) for r in rows if r[4] is not None]
+            return _payable((yield fetch_rows(_PAYABLE, user_id, tenant_id)))
 
         return await self._read(plan)
 
@@ -387,6 +385,31 @@ class Store:
                                code="transaction_exists")
 
         await self._write(plan, single_statement=True)
+
+    async def start_transaction(
+        self, tenant_id: str, user_id: str,
+        build: Callable[[User | None, list[Credential]], tuple[TransactionRecord, T]],
+    ) -> T:
+        """Read the user's payable credentials, build the transaction from them, insert it; one write.
+
+        ``build`` gets what :meth:`payable_credentials` returns and gives the
+        record to insert (Conflict, 409, if its id is taken, as in
+        :meth:`create_transaction`) and what to return. Reading inside the write lets SQLite read
+        on the writer's connection in the shared commit (warm pages, no read
+        transaction of its own); PostgreSQL runs the two statements one after
+        the other, as two calls would.
+        """
+        def plan() -> Plan[T]:
+            rows = yield fetch_rows(_PAYABLE, user_id, tenant_id)
+            record, result = build(*_payable(rows))
+            if (yield execute(_TRANSACTION_INSERT, *_transaction_values(record))) != 1:
+                raise Conflict(f"transaction id {record.transaction_id[:128]!r} is already used by this merchant",
+                               code="transaction_exists")
+            return result
+
+        # One change at most (the insert), and nothing changed when it refuses.
+        started: T = await self._write(plan, single_statement=True)
+        return started
 
     async def get_transaction(self, tenant_id: str, transaction_id: str) -> TransactionRecord | None:
         now = self.now()
@@ -646,6 +669,12 @@ def _expire_if_due(tenant_id: str, transaction_id: str, now: float, error: Excep
         " AND expires_at <= $5", EXPIRED, tenant_id, transaction_id, PENDING, now,
     )
     return Refusal(error)  # type: ignore[arg-type]
+
+
+def _payable(rows: list[tuple[Any, ...]]) -> tuple[User | None, list[Credential]]:
+    """The rows of _PAYABLE: the user (or None) and the payable credentials."""
+    user = User(*rows[0][:4]) if rows[0][0] is not None else None
+    return user, [_credential(r[4:]) for r in rows if r[4] is not None]
 
 
 def _credential(row: tuple[Any, ...]) -> Credential:
