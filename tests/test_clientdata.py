@@ -9,6 +9,7 @@ import pytest
 from softauthn import b64url, build_client_data_json
 
 from spc_embed.clientdata import ClientData, check_client_data, parse_client_data
+from spc_embed.encoding import b64url_decode
 from spc_embed.errors import AssertionRejected, InvalidRequest, RegistrationError
 
 ISSUER = "https://bank.example"
@@ -195,3 +196,21 @@ def test_origins_given_as_a_string_is_a_programming_error() -> None:
         check(cd, expected_origins=ISSUER)
     with pytest.raises(TypeError):
         check(cd, allowed_top_origins=MERCHANT)
+
+
+def test_p1_base64url_accepts_exactly_what_re_encodes_to_itself() -> None:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    candidates = [prefix + middle + last for prefix in ("", "AAAA", "Zm9v") for middle in ("", "A", "AB", "ABC")
+                  for last in alphabet + "=+/ ."]
+    accepted = 0
+    for value in candidates:
+        try:
+            decoded = b64url_decode(value)
+        except InvalidRequest:
+            padded = value + "=" * (-len(value) % 4)
+            assert any(c not in alphabet for c in value) or len(value) % 4 == 1 \
+                or base64.urlsafe_b64encode(base64.urlsafe_b64decode(padded)).rstrip(b"=").decode() != value
+        else:
+            accepted += 1
+            assert base64.urlsafe_b64encode(decoded).rstrip(b"=").decode() == value
+    assert accepted == 3 * (64 + 4 + 16)  # per prefix: any 4th character, 4 of 64 after one, 16 of 64 after two
