@@ -34,6 +34,8 @@ from dataclasses import replace
 from operator import attrgetter
 from typing import Any, TypeVar
 
+import orjson
+
 from ..encoding import compact_json
 from ..errors import (
     AssertionRejected,
@@ -687,9 +689,10 @@ def _credential(row: tuple[Any, ...]) -> Credential:
 
 def _transaction(row: tuple[Any, ...], now: float) -> TransactionRecord:
     values = dict(zip(TRANSACTION_COLUMNS, row, strict=False))
-    values["data"] = json.loads(values.pop("data_json"))
-    values["expected"] = json.loads(values.pop("expected_json"))
-    values["credential_ids"] = tuple(json.loads(values["credential_ids"]))
+    # JSON this store wrote (its integers within 2**53: transactions.py), read by orjson, a few times faster.
+    values["data"] = orjson.loads(values.pop("data_json"))
+    values["expected"] = orjson.loads(values.pop("expected_json"))
+    values["credential_ids"] = tuple(orjson.loads(values["credential_ids"]))
     record = TransactionRecord(**values)
     if record.state == PENDING and record.expires_at <= now:
         return replace(record, state=EXPIRED)
