@@ -169,10 +169,12 @@ def _number_spelling(text: str) -> str:
 
 
 def amounts_equal(a: str, b: str) -> bool:
-    """Equal value *and* scale, both canonical (see the module docstring: "100" != "100.00")."""
-    if not (is_canonical_amount(a) and is_canonical_amount(b)):
-        return False
-    return Decimal(a).as_tuple() == Decimal(b).as_tuple()
+    """Equal value *and* scale, both canonical (see the module docstring: "100" != "100.00").
+
+    A canonical amount (no leading zeros, no sign, no exponent) is the one
+    spelling of its value and scale, so equal spellings are exactly that.
+    """
+    return is_canonical_amount(a) and is_canonical_amount(b) and a == b
 
 
 def is_payee_origin(value: object) -> bool:
