@@ -7,7 +7,9 @@ harness sets; nothing is shared in memory with the harness:
 - ``issuer_app``: the real issuer (``spc_embed.Issuer(config).app``, mounted at the
   root), the test suite's configuration (``tests/factories.py``) with the database from
   ``SPC_BENCH_DATABASE_URL`` and the result-signing key from ``SPC_BENCH_SIGNING_KEY_FILE``
-  (one key for every worker, so each process signs with the same key).
+  (one key for every worker, so each process signs with the same key), made ready to serve
+  as ``spc-embed serve`` does (``spc_embed.cli.ready_to_serve``: ``gc.freeze()`` at the end of
+  start-up); with ``SPC_BENCH_AS_MOUNTED=1`` the app as it is, as a host gets it that does not.
 - ``reference_app``: what an issuer's engineer would write by hand: one Starlette POST
   route that parses one WebAuthn assertion and verifies it with py_webauthn against a
   public key held in memory; no database. ``SPC_BENCH_REFERENCE`` is a JSON object with
@@ -41,9 +43,13 @@ def issuer_config(database_url: str, signing_key_pem: str) -> Any:
 
 def issuer_app() -> Any:
     from spc_embed import Issuer
+    from spc_embed.cli import ready_to_serve
 
     signing_key = Path(os.environ["SPC_BENCH_SIGNING_KEY_FILE"]).read_text(encoding="ascii")
-    return Issuer(issuer_config(os.environ["SPC_BENCH_DATABASE_URL"], signing_key)).app
+    app = Issuer(issuer_config(os.environ["SPC_BENCH_DATABASE_URL"], signing_key)).app
+    if os.environ.get("SPC_BENCH_AS_MOUNTED"):  # what a host gets that does not freeze its start-up objects
+        return app
+    return ready_to_serve(app)  # as `spc-embed serve` serves it
 
 
 def _b64decode(value: str) -> bytes:
