@@ -8,9 +8,11 @@ Writes share commits. A batch starts once the event loop has run what was
 ready when the first write came (so requests already being worked on join
 it): every write waiting runs at once, on the loop's thread, in one
 transaction, each inside its own savepoint (so one write's refusal rolls back
-only its own statements; a single statement needs none). Only the COMMIT, which waits for fsync
-(``synchronous=FULL``), goes to a committer thread; writes arriving meanwhile
-wait for the next batch, which starts when the commit is done. So a 200 still
+only its own statements; a single statement needs none). Only the COMMIT,
+which waits for fsync (``synchronous=FULL``), goes to a committer thread;
+writes arriving meanwhile wait for the next batch, which starts as soon as
+the commit is done, before the requests it answered resume (so its commit
+overlaps their responses). So a 200 still
 means the write is on disk, one fsync serves every request of a batch, and
 the statements never run on a second thread: a thread running Python beside
 the event loop would make every statement of the loop wait for the GIL.
@@ -313,15 +315,16 @@ class SQLiteBackend:
             answers = {}
 
     def _answer(self, items: list[tuple[asyncio.Future[Any], bool, Any]], run_next_batch: bool) -> None:
+        if run_next_batch:
+            # The writes that came during the commit go first: their commit then runs on the
+            # committer thread while the requests answered below send their responses.
+            self._run_batch()
         for future, ok, value in items:
             if not future.done():  # the request may have been cancelled meanwhile; the write stands
                 if ok:
                     future.set_result(value)
                 else:
                     future.set_exception(value)
-        if run_next_batch:
-            # After the requests just answered have run on: their next writes join this batch.
-            asyncio.get_running_loop().call_soon(self._run_batch)
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection | None) -> None:
