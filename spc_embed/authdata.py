@@ -140,6 +140,8 @@ _EC2_ALGS = {
     -35: _EC2(2, ec.SECP384R1, 48, hashes.SHA384),  # ES384 on P-384
     -36: _EC2(3, ec.SECP521R1, 66, hashes.SHA512),  # ES512 on P-521
 }
+# Per EC2 alg, its curve's name and its signature algorithm, built once (both are immutable).
+_EC2_VERIFY = {alg: (params.curve().name, ec.ECDSA(params.hash())) for alg, params in _EC2_ALGS.items()}
 RS256, EDDSA, ED25519_CRV = -257, -8, 6
 KTY_OKP, KTY_EC2, KTY_RSA = 1, 2, 3
 # Policy: RSA moduli between 2048 and 8192 bits, exponents odd and at most 2**64-1 (OpenSSL's own bound).
@@ -244,10 +246,10 @@ def verify_signature(
     if not isinstance(signature, bytes) or not signature:
         raise error("signature is empty", code="invalid_signature")
     try:
-        if alg in _EC2_ALGS and isinstance(public_key, ec.EllipticCurvePublicKey) \
-                and public_key.curve.name == _EC2_ALGS[alg].curve().name:
+        if alg in _EC2_VERIFY and isinstance(public_key, ec.EllipticCurvePublicKey) \
+                and public_key.curve.name == _EC2_VERIFY[alg][0]:
             _check_strict_der(signature, error)
-            public_key.verify(signature, data, ec.ECDSA(_EC2_ALGS[alg].hash()))
+            public_key.verify(signature, data, _EC2_VERIFY[alg][1])
         elif alg == RS256 and isinstance(public_key, rsa.RSAPublicKey):
             public_key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
         elif alg == EDDSA and isinstance(public_key, Ed25519PublicKey):
