@@ -89,6 +89,12 @@ def _identifier(max_length: int, description: str | None = None) -> dict[str, An
     return schema
 
 
+def _token_response(description: str) -> dict[str, Any]:
+    """An answer that is one signed token (``{"token": ...}``), described."""
+    return {"type": "object", "required": ["token"],
+            "properties": {"token": {"type": "string", "description": description}}}
+
+
 def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"200": {"description": description, **_json(schema)}}
 
@@ -250,12 +256,10 @@ SCHEMAS: dict[str, Any] = {
              "description": "Hanko Passkey API shape: the transaction is found by the challenge"},
         ],
     },
-    "TokenResponse": {
-        "type": "object", "required": ["token"],
-        "properties": {"token": {"type": "string", "description": "ES256 JWT: iss, sub, aud (merchant id), iat, "
-                                 "exp, jti, cred, trans {id, hash, method: spc|fallback|passkey, instrument_id: the card "
-                                 "the credential was enrolled for}; keys at /.well-known/jwks.json"}},
-    },
+    "TokenResponse": _token_response(
+        "ES256 JWT: iss, sub, aud (merchant id), iat, exp, jti, cred, trans {id, hash, method: "
+        "spc|fallback|passkey, instrument_id: the card the credential was enrolled for}; keys at "
+        "/.well-known/jwks.json"),
     "OptOutRequest": {
         "type": "object", "required": ["transaction_id"],
         "properties": {
@@ -333,12 +337,9 @@ SCHEMAS: dict[str, Any] = {
                        "response": {"type": "object", "required": ["clientDataJSON", "attestationObject"],
                                     "properties": {"clientDataJSON": _B64URL, "attestationObject": _B64URL}}},
     },
-    "RegistrationTokenResponse": {
-        "type": "object", "required": ["token"],
-        "properties": {"token": {"type": "string", "description": "ES256 JWT as the Hanko Passkey API's: sub (the "
-                                 "user id), cred (the credential id), aud [rp_id], iat; and iss, exp, jti. No trans: "
-                                 "it confirms no payment. Keys at /.well-known/jwks.json"}},
-    },
+    "RegistrationTokenResponse": _token_response(
+        "ES256 JWT as the Hanko Passkey API's: sub (the user id), cred (the credential id), aud [rp_id], iat; "
+        "and iss, exp, jti. No trans: it confirms no payment. Keys at /.well-known/jwks.json"),
     "EnrollmentLinkRequest": {
         "type": "object",
         "required": ["user_id", "user_name", "user_display_name", "instrument_name", "instrument_icon",

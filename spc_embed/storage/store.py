@@ -379,14 +379,7 @@ class Store:
         Uniqueness is the primary key's, never a read before the insert, so N
         concurrent initializes with one id give one row and N-1 conflicts.
         """
-        values = _transaction_values(record)
-
-        def plan() -> Plan[None]:
-            if (yield execute(_TRANSACTION_INSERT, *values)) != 1:
-                raise Conflict(f"transaction id {record.transaction_id[:128]!r} is already used by this merchant",
-                               code="transaction_exists")
-
-        await self._write(plan, single_statement=True)
+        await self._write(lambda: _insert_transaction(record), single_statement=True)
 
     async def start_transaction(
         self, tenant_id: str, user_id: str,
@@ -404,9 +397,7 @@ class Store:
         def plan() -> Plan[T]:
             rows = yield fetch_rows(_PAYABLE, user_id, tenant_id)
             record, result = build(*_payable(rows))
-            if (yield execute(_TRANSACTION_INSERT, *_transaction_values(record))) != 1:
-                raise Conflict(f"transaction id {record.transaction_id[:128]!r} is already used by this merchant",
-                               code="transaction_exists")
+            yield from _insert_transaction(record)
             return result
 
         # One change at most (the insert), and nothing changed when it refuses.
@@ -662,6 +653,13 @@ WITH locked AS (
 )
 SELECT (SELECT count(*) FROM locked), (SELECT count(*) FROM used), (SELECT count(*) FROM moved)
 """
+
+
+def _insert_transaction(record: TransactionRecord) -> Plan[None]:
+    """Insert ``record``; Conflict (409) if its id is taken in its tenant."""
+    if (yield execute(_TRANSACTION_INSERT, *_transaction_values(record))) != 1:
+        raise Conflict(f"transaction id {record.transaction_id[:128]!r} is already used by this merchant",
+                       code="transaction_exists")
 
 
 def _expire_if_due(tenant_id: str, transaction_id: str, now: float, error: Exception) -> Plan[Refusal]:
