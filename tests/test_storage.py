@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -18,6 +19,7 @@ from spc_embed.errors import (
 )
 from spc_embed.storage import SCHEMA_VERSION, Challenge, Credential, Store, TransactionRecord
 from spc_embed.storage.schema import ddl
+from spc_embed.storage.sqlite import SQLiteBackend
 from spc_embed.transactions import EXPIRED, FAILED, PENDING, SUCCEEDED
 
 CREDENTIAL_ID = b"\x07" * 32
@@ -431,6 +433,31 @@ async def test_sqlite_another_process_holding_the_write_lock_does_not_stall_the_
         await asyncio.wait_for(write, 1)
         assert (await store.get_transaction("merchant", "order-1")).state == PENDING
         other.close()
+
+
+async def test_sqlite_opening_waits_for_another_process_starting_up_on_the_file(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another process holding the file's lock just as this one opens its writer (that process's own
+    # start-up, a checkpoint): the writer's first statements wait like every connection's; only its
+    # batches do not.
+    path = tmp_path / "spc.db"
+    connect = SQLiteBackend._connect
+    opened: list[int] = []
+
+    def locked_while_the_writer_opens(self: SQLiteBackend, *, busy_timeout_ms: int) -> sqlite3.Connection:
+        opened.append(busy_timeout_ms)
+        if len(opened) == 2:  # the schema step's connection is closed; the writer comes next
+            other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            other.execute("PRAGMA locking_mode=EXCLUSIVE")  # in WAL mode, the lock that keeps readers out
+            other.execute("BEGIN EXCLUSIVE")
+            threading.Timer(0.3, lambda: (other.execute("COMMIT"), other.close())).start()
+        return connect(self, busy_timeout_ms=busy_timeout_ms)
+
+    monkeypatch.setattr(SQLiteBackend, "_connect", locked_while_the_writer_opens)
+    async with Store(f"sqlite:///{path}") as store:
+        assert store.backend._write_conn.execute("PRAGMA busy_timeout").fetchone()[0] == 0
+        assert await store.get_transaction("merchant", "none") is None
+    assert len(opened) >= 2
 
 
 async def test_sqlite_a_write_lock_held_past_the_busy_timeout_is_storage_unavailable(

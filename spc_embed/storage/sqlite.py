@@ -110,8 +110,10 @@ class SQLiteBackend:
             self._create_schema(schema_conn)
         finally:
             schema_conn.close()
-        # No busy timeout on the writer: SQLite would wait for the lock by sleeping on the event loop's thread.
-        self._write_conn = self._connect(busy_timeout_ms=0)
+        # Opened with the busy timeout, as every connection (its first statement may find another process
+        # starting up), then none: for its batches SQLite would wait by sleeping on the event loop's thread.
+        self._write_conn = self._connect(busy_timeout_ms=BUSY_TIMEOUT_MS)
+        self._write_conn.execute("PRAGMA busy_timeout=0")
         self._committer = threading.Thread(target=self._commit_loop, name="spc-embed-sqlite-commit", daemon=True)
         self._committer.start()
 
