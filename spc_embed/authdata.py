@@ -117,9 +117,14 @@ def check_flags(
         raise error("Backup state BS is 1 while backup eligibility BE is 0", code="invalid_backup_flags")
 
 
+@functools.lru_cache(maxsize=64)
+def _rp_id_hash(rp_id: str) -> bytes:
+    return hashlib.sha256(rp_id.encode()).digest()
+
+
 def check_rp_id_hash(ad: AuthenticatorData, rp_id: str, *, error: type[VerificationError]) -> None:
     # §7.1/§7.2: verify that rpIdHash is the SHA-256 hash of the expected RP ID.
-    expected = hashlib.sha256(rp_id.encode()).digest()
+    expected = _rp_id_hash(rp_id)
     if not hmac.compare_digest(ad.rp_id_hash, expected):
         raise error(
             f"Unexpected rpIdHash {ad.rp_id_hash.hex()}, expected SHA-256 of {rp_id!r} ({expected.hex()})",

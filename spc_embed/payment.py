@@ -240,28 +240,31 @@ def _reject(message: str, code: str) -> AssertionRejected:
     return AssertionRejected(message, code=code)
 
 
+def _not_allowed() -> AssertionRejected:
+    return _reject("this credential cannot confirm this transaction", "credential_not_allowed")
+
+
 def _check_credential(response: AuthenticationResponse, expected: ExpectedPayment, stored: Credential, *,
                       shows_card: bool = True) -> None:
-    # Every refusal here says the same thing, so the body never tells whether a credential exists (P6).
-    refused = _reject("this credential cannot confirm this transaction", "credential_not_allowed")
+    # Every refusal here says the same thing (_not_allowed), so the body never tells whether a credential exists (P6).
     # §7.2 step "verify credential.id identifies one of allowCredentials"; SPC: one of those
     # "provided to the SPC caller by the Relying Party" for this transaction (A1).
     if not any(hmac.compare_digest(response.credential_id, c) for c in expected.credential_ids):
-        raise refused
+        raise _not_allowed()
     # §7.2 step "look up the credential record": the record must be the one named.
     if not hmac.compare_digest(stored.credential_id, response.credential_id):
-        raise refused
+        raise _not_allowed()
     # §7.2 step "identify the user": the credential belongs to this transaction's user (A2).
     if stored.user_id != expected.user_id:
-        raise refused
+        raise _not_allowed()
     # Policy: a revoked credential confirms nothing.
     if stored.revoked_at is not None:
-        raise refused
+        raise _not_allowed()
     # Policy (H6): the credential was enrolled for the card this payment is for, whose name and art were shown.
     # A first-party passkey shows no card: any credential offered for the transaction (A1) may confirm it.
     if shows_card and (not stored.instrument_id
                        or expected.instrument_id is not None and stored.instrument_id != expected.instrument_id):
-        raise refused
+        raise _not_allowed()
     # §7.2: if response.userHandle is present, it must be the handle of the credential's user.
     if response.user_handle is not None and (
         expected.user_handle is None or not hmac.compare_digest(response.user_handle, expected.user_handle)
