@@ -74,6 +74,24 @@ async def challenge_used(store: Store, transaction_id: str = "order-1") -> bool:
     return found.state != PENDING
 
 
+async def test_a_credential_reads_back_field_for_field(store: Store, clock: FakeClock) -> None:
+    # Every field a value of its own, so a column read into the wrong field cannot pass.
+    written = Credential(
+        credential_id=b"\x09" * 16, user_id="bob", public_key=b"cose-key", sign_count=41, alg=-8,
+        transports=("usb", "nfc"), aaguid="aaguid-1", attestation_format="packed", backup_eligible=True,
+        backed_up=False, instrument_name="Card name", instrument_icon="https://i.test/b.png",
+        enrolled_origin="https://shop.test", created_at=clock() - 5, nickname="my key", last_used_at=None,
+        revoked_at=None, instrument_id="card-7",
+    )
+    await store.put_challenge(Challenge("reg-2", "registration", "token-2", "bob", clock() + 60))
+    await store.add_credential(written, challenge="reg-2", subject="token-2", token_id="token-2")
+
+    assert await store.get_credential(written.credential_id) == written
+    found, read = await store.find_transactions_and_credential(["merchant"], credential_id=written.credential_id,
+                                                                transaction_id="none")
+    assert (found, read) == ([], written)
+
+
 async def test_create_and_read_a_transaction(store: Store, clock: FakeClock) -> None:
     await store.create_transaction(record(clock))
     stored = await store.get_transaction("merchant", "order-1")

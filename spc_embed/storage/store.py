@@ -26,12 +26,13 @@ revoking or renaming takes only the credential; inserts of new rows
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 from collections.abc import Callable, Collection
-from dataclasses import replace
-from operator import attrgetter
+from dataclasses import fields, replace
+from operator import attrgetter, itemgetter
 from typing import Any, TypeVar
 
 import orjson
@@ -440,12 +441,7 @@ class Store:
         if not tenants:
             return [], await self.get_credential(credential_id)
         column, value = ("transaction_id", transaction_id) if transaction_id is not None else ("challenge", challenge)
-        # One row even when neither exists (the constant row q), two at most.
-        sql = (f"SELECT {', '.join('t.' + c for c in TRANSACTION_COLUMNS)}, "
-               f"{', '.join('c.' + c for c in CREDENTIAL_COLUMNS)} FROM (SELECT 1 AS one) AS q"
-               f" LEFT JOIN spc_transactions AS t ON t.{column} = $1"
-               f" AND t.tenant_id IN ({placeholders(3, len(tenants))})"
-               " LEFT JOIN spc_credentials AS c ON c.credential_id = $2 LIMIT 2")
+        sql = _transactions_and_credential_sql(column, len(tenants))
         now = self.now()
         width = len(TRANSACTION_COLUMNS)
 
@@ -655,6 +651,16 @@ SELECT (SELECT count(*) FROM locked), (SELECT count(*) FROM used), (SELECT count
 """
 
 
+@functools.lru_cache(maxsize=16)
+def _transactions_and_credential_sql(column: str, tenants: int) -> str:
+    """find_transactions_and_credential's query: one row even when neither exists (the constant row q), two at most."""
+    return (f"SELECT {', '.join('t.' + c for c in TRANSACTION_COLUMNS)}, "
+            f"{', '.join('c.' + c for c in CREDENTIAL_COLUMNS)} FROM (SELECT 1 AS one) AS q"
+            f" LEFT JOIN spc_transactions AS t ON t.{column} = $1"
+            f" AND t.tenant_id IN ({placeholders(3, tenants)})"
+            " LEFT JOIN spc_credentials AS c ON c.credential_id = $2 LIMIT 2")
+
+
 def _insert_transaction(record: TransactionRecord) -> Plan[None]:
     """Insert ``record``; Conflict (409) if its id is taken in its tenant."""
     if (yield execute(_TRANSACTION_INSERT, *_transaction_values(record))) != 1:
@@ -677,12 +683,18 @@ def _payable(rows: list[tuple[Any, ...]]) -> tuple[User | None, list[Credential]
     return user, [_credential(r[4:]) for r in rows if r[4] is not None]
 
 
+# Where each of Credential's fields is in a row of CREDENTIAL_COLUMNS, and the columns read as something else.
+_CREDENTIAL_FIELDS = itemgetter(*(CREDENTIAL_COLUMNS.index(f.name) for f in fields(Credential)))
+_TRANSPORTS, _BACKUP_ELIGIBLE, _BACKED_UP = (CREDENTIAL_COLUMNS.index(c)
+                                             for c in ("transports", "backup_eligible", "backed_up"))
+
+
 def _credential(row: tuple[Any, ...]) -> Credential:
-    values = dict(zip(CREDENTIAL_COLUMNS, row, strict=False))
-    values["transports"] = tuple(json.loads(values["transports"]))
-    values["backup_eligible"] = bool(values["backup_eligible"])
-    values["backed_up"] = bool(values["backed_up"])
-    return Credential(**values)
+    values = list(row)
+    values[_TRANSPORTS] = tuple(json.loads(values[_TRANSPORTS]))
+    values[_BACKUP_ELIGIBLE] = bool(values[_BACKUP_ELIGIBLE])
+    values[_BACKED_UP] = bool(values[_BACKED_UP])
+    return Credential(*_CREDENTIAL_FIELDS(values))
 
 
 def _transaction(row: tuple[Any, ...], now: float) -> TransactionRecord:
