@@ -151,8 +151,9 @@ class Issuer:
         widget = WidgetFiles(StaticFiles(directory=widget_directory()), self.config.merchant_origins)
         app = Starlette(
             routes=[
-                *enrollment_routes.ROUTES,
+                # The payment API first: the router tries routes in order, and these are the busiest.
                 *transaction_routes(self.config.merchant_origins),
+                *enrollment_routes.ROUTES,
                 *pay_routes.ROUTES,
                 *registration_routes.ROUTES,
                 Mount("/widget", app=widget, name="widget"),

@@ -18,7 +18,6 @@ from starlette import responses
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
@@ -133,8 +132,18 @@ def _app_url(app: Any, name: str, path_params: tuple[tuple[str, Any], ...]) -> s
     return context.url(app.url_path_for(name, **dict(path_params)))
 
 
+def header(request: Request, name: bytes) -> str | None:
+    """The request's first ``name`` header (lower case), as ``request.headers.get`` gives it, found
+    without building a ``Headers`` object and a ``KeyError`` per missing header (the payment path asks several)."""
+    for key, value in request.scope["headers"]:
+        if key == name:
+            decoded: str = value.decode("latin-1")
+            return decoded
+    return None
+
+
 def presented_api_key(request: Request) -> str | None:
-    return presented_key(request.headers.get("apikey"), request.headers.get("authorization"))
+    return presented_key(header(request, b"apikey"), header(request, b"authorization"))
 
 
 async def read_body(request: Request) -> dict[str, Any]:
@@ -144,18 +153,19 @@ async def read_body(request: Request) -> dict[str, Any]:
 
 async def read_json(request: Request, *, max_bytes: int) -> Any:
     """Read a JSON body strictly, refusing it as soon as it passes ``max_bytes``."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = (header(request, b"content-type") or "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise UnsupportedMediaType("the request body must be application/json")
-    declared = request.headers.get("content-length")
+    declared = header(request, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"the request body is larger than {max_bytes} bytes")
-    body = bytearray()
+    chunks, size = [], 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
+        size += len(chunk)
+        if size > max_bytes:
             raise PayloadTooLarge(f"the request body is larger than {max_bytes} bytes")
-    return loads_json(bytes(body), field="request body")
+        chunks.append(chunk)
+    return loads_json(b"".join(chunks), field="request body")
 
 
 def json_object(value: Any) -> dict[str, Any]:
@@ -170,7 +180,7 @@ def require_string(body: dict[str, Any], key: str, *, max_length: int = 4096) ->
 
 def require_origin(request: Request, allowed: Collection[str]) -> str:
     """CSRF defence for browser POSTs (docs/security.md W6): the Origin must be allowlisted."""
-    origin = request.headers.get("origin")
+    origin = header(request, b"origin")
     if origin is None or origin == "null" or origin not in allowed:
         raise Forbidden(f"requests from origin {quoted(origin)} are not accepted here", code="origin_not_allowed")
     return origin
@@ -185,8 +195,47 @@ def browser_cors(allowed: Collection[str]) -> list[Middleware]:
     carry the headers too and the merchant page can read them. ``allowed``
     holds serialized origins only (``IssuerConfig`` refuses ``*`` and ``null``).
     """
-    return [Middleware(CORSMiddleware, allow_origins=frozenset(allowed), allow_methods=("POST",),
-                       allow_headers=("Content-Type",), expose_headers=("Retry-After",), max_age=600)]
+    return [Middleware(BrowserCORS, allow_origins=frozenset(allowed))]
+
+
+class BrowserCORS:
+    """The answer headers Starlette's ``CORSMiddleware`` sends for these settings (allowed origins, no
+    credentials, ``Retry-After`` exposed), written straight into the header list: on the payment path
+    its per-request ``Headers`` objects cost more than the rest of the middleware stack (README, Benchmarks).
+    Preflights are :func:`preflight`'s. tests/test_web.py compares the two for every case.
+    """
+
+    def __init__(self, app: ASGIApp, allow_origins: frozenset[str]) -> None:
+        self.app = app
+        self.allow_origins = allow_origins
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        origin = next((value for key, value in scope["headers"] if key == b"origin"), None)
+        allowed = origin is not None and origin.decode("latin-1") in self.allow_origins
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = message["headers"] = list(message.get("headers", ()))
+                if origin is not None:
+                    _set_header(headers, b"access-control-expose-headers", b"Retry-After")
+                    if allowed:
+                        _set_header(headers, b"access-control-allow-origin", origin)
+                vary = b", ".join([value for name, value in headers if name == b"vary"] + [b"Origin"])
+                _set_header(headers, b"vary", vary)
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+
+def _set_header(headers: list[tuple[bytes, bytes]], name: bytes, value: bytes) -> None:
+    """Set ``name`` (lower case) to ``value``, in place of the first of its kind, dropping the others."""
+    found = [i for i, (key, _) in enumerate(headers) if key == name]
+    for i in reversed(found[1:]):
+        del headers[i]
+    if found:
+        headers[found[0]] = (name, value)
+    else:
+        headers.append((name, value))
 
 
 async def preflight(request: Request) -> Response:
@@ -211,6 +260,9 @@ async def preflight(request: Request) -> Response:
     return Response(status_code=204, headers=headers)
 
 
+_DEFAULT_HEADERS = ((b"content-security-policy", b"frame-ancestors 'none'"), (b"x-content-type-options", b"nosniff"))
+
+
 class DefaultHeaders:
     """Pure ASGI middleware: issuer responses refuse framing unless a route allowed it (W1)."""
 
@@ -224,9 +276,11 @@ class DefaultHeaders:
 
         async def send_with_defaults(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
-                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers = message["headers"] = list(message.get("headers", ()))
+                names = {name.lower() for name, _ in headers}
+                for name, value in _DEFAULT_HEADERS:
+                    if name not in names:
+                        headers.append((name, value))
             await send(message)
 
         await self.app(scope, receive, send_with_defaults)
