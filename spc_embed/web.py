@@ -132,14 +132,16 @@ def _app_url(app: Any, name: str, path_params: tuple[tuple[str, Any], ...]) -> s
     return context.url(app.url_path_for(name, **dict(path_params)))
 
 
+def raw_header(scope: Scope, name: bytes) -> bytes | None:
+    """The first ``name`` header (lower case) of a request's scope, as sent, found without building a
+    ``Headers`` object and a ``KeyError`` per missing header (the payment path asks several)."""
+    return next((value for key, value in scope["headers"] if key == name), None)
+
+
 def header(request: Request, name: bytes) -> str | None:
-    """The request's first ``name`` header (lower case), as ``request.headers.get`` gives it, found
-    without building a ``Headers`` object and a ``KeyError`` per missing header (the payment path asks several)."""
-    for key, value in request.scope["headers"]:
-        if key == name:
-            decoded: str = value.decode("latin-1")
-            return decoded
-    return None
+    """:func:`raw_header` as text, as ``request.headers.get`` gives it."""
+    value = raw_header(request.scope, name)
+    return None if value is None else value.decode("latin-1")
 
 
 def presented_api_key(request: Request) -> str | None:
@@ -210,7 +212,7 @@ class BrowserCORS:
         self.allow_origins = allow_origins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        origin = next((value for key, value in scope["headers"] if key == b"origin"), None)
+        origin = raw_header(scope, b"origin")
         allowed = origin is not None and origin.decode("latin-1") in self.allow_origins
 
         async def send_with_cors(message: Message) -> None:
@@ -249,7 +251,7 @@ async def preflight(request: Request) -> Response:
     gets only ``Vary``.
     """
     headers = {"Vary": "Origin"}
-    origin = request.headers.get("origin")
+    origin = header(request, b"origin")
     if origin and origin != "null" and origin in issuer_context(request).config.merchant_origins:
         headers.update({
             "Access-Control-Allow-Origin": origin,
@@ -301,7 +303,7 @@ class WidgetFiles:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
+        origin = (raw_header(scope, b"origin") or b"").decode("latin-1")  # "" is no merchant's
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
