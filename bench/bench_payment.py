@@ -16,15 +16,15 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from starlette.testclient import TestClient  # noqa: E402
-
 from factories import API_KEY, make_issuer  # noqa: E402
 from payment_helpers import enroll, spc_assertion  # noqa: E402
 from softauthn import SoftAuthenticator  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
 
 TRANSACTION = {"amount": "100.00", "currency": "EUR", "payee_name": "Test Merchant",
                "payee_origin": "https://merchant.test"}
@@ -53,11 +53,11 @@ def main() -> None:
             for i in range(rounds):
                 timed(baseline, lambda: client.get("/.well-known/jwks.json"))
                 body = {"user_id": "bench", "transaction_id": f"t-{i}", "transaction_data": TRANSACTION}
-                init = timed(initialize, lambda: client.post("/transaction/initialize", json=body, headers=headers))
+                init = timed(initialize, partial(client.post, "/transaction/initialize", json=body, headers=headers))
                 assert init.status_code == 200, init.text
                 credential = spc_assertion(auth, init.json())
-                done = timed(finalize, lambda: client.post(
-                    "/transaction/finalize", json={"transaction_id": f"t-{i}", "credential": credential},
+                done = timed(finalize, partial(
+                    client.post, "/transaction/finalize", json={"transaction_id": f"t-{i}", "credential": credential},
                     headers=headers))
                 assert done.status_code == 200, done.text
     base = statistics.median(baseline)

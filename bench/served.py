@@ -643,8 +643,8 @@ class Bench:
         """Through the real /enroll/options and /enroll/verify, with the tests' helper, over HTTP."""
         import httpx
         from payment_helpers import enroll
-
         from served_apps import issuer_config
+
         from spc_embed import Issuer as SPCIssuer
 
         # The bank's backend mints the enrolment link in its own process, with the same configuration.
@@ -654,7 +654,8 @@ class Bench:
                 for user_id, auth in issuer.cardholders:
                     enroll(client, links, auth, user_id=user_id)
             except AssertionError as exc:
-                raise BenchError(f"enrolment on {issuer.server.name} failed: {exc}\n{issuer.server.log_tail()}")
+                raise BenchError(
+                    f"enrolment on {issuer.server.name} failed: {exc}\n{issuer.server.log_tail()}") from exc
 
     def check_reference(self) -> None:
         body = self.reference_body.read_bytes()
@@ -743,11 +744,11 @@ class Bench:
         ids = [self.unique("f") for _ in range(count)]
         holders = [issuer.cardholders[n % len(issuer.cardholders)] for n in range(count)]
         answers = send_all(issuer.server.port, [self.initialize_request(issuer, transaction_id, user_id)
-                                                for transaction_id, (user_id, _) in zip(ids, holders)])
+                                                for transaction_id, (user_id, _) in zip(ids, holders, strict=True)])
         require_2xx(f"initializing transactions for finalize on {issuer.server.name}", answers)
         initialized = time.monotonic()
         bodies = []
-        for transaction_id, (_, auth), (_, answer) in zip(ids, holders, answers):
+        for transaction_id, (_, auth), (_, answer) in zip(ids, holders, answers, strict=True):
             # signCount 0, as synced passkeys send: the counter check cannot refuse bodies that arrive out of order.
             credential = spc_assertion(auth, json.loads(answer), sign_count=0)
             bodies.append(json.dumps({"transaction_id": transaction_id, "credential": credential},
@@ -941,11 +942,11 @@ def main() -> int:
               f"(of which {sum(r.lock_wait_s for r in bench.results) + bench.prep_lock_wait_s:.0f} s waiting for "
               f"other benchmarks)\n")
         print(bench.table())
-        print(f"\nvs reference: against the faster of the two reference runs at that connection count. server CPU: "
-              f"user and system time of the server's processes (all workers) per request; CPU vs reference: the "
-              f"cheapest reference request's CPU over this one's (the PostgreSQL server's own CPU is not in it). "
-              f"other load: "
-              f"CPU that processes this run did not start took during the wrk run, as a share of the machine"
+        print("\nvs reference: against the faster of the two reference runs at that connection count. server CPU: "
+              "user and system time of the server's processes (all workers) per request; CPU vs reference: the "
+              "cheapest reference request's CPU over this one's (the PostgreSQL server's own CPU is not in it). "
+              "other load: "
+              "CPU that processes this run did not start took during the wrk run, as a share of the machine"
               + (" (the PostgreSQL server's counted as ours)" if args.database == "postgresql" else "")
               + "; machine busy: the whole machine's CPU in use during the run (servers, database, wrk and others)"
               + (f"; finalize bodies spread over {args.cardholders} cardholders" if args.cardholders > 1 else "")

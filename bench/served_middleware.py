@@ -237,9 +237,8 @@ def main() -> None:
     print(f"{'app':24}{header_cells} {'best ratio':>11}")
     for name in apps:
         ratios = [measured[name][0] / measured["bare"][0] for measured in rounds]
-        cells = "".join(
-            f"{measured[name][0]:16,.0f} {ratio:6.3f} {measured[name][1]:10.1f}" for measured, ratio in zip(rounds, ratios)
-        )
+        cells = "".join(f"{measured[name][0]:16,.0f} {ratio:6.3f} {measured[name][1]:10.1f}"
+                        for measured, ratio in zip(rounds, ratios, strict=True))
         print(f"{LABELS[name]:24}{cells} {max(ratios):11.3f}")
 
 

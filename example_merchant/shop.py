@@ -300,8 +300,8 @@ def create_shop(*, origin: str, bank: BankConnection, session_key: str) -> Starl
         order = Order(id=f"order-{secrets.token_hex(6)}", items=lines, total=total, created_at=time.time())
         transaction_data: dict[str, Any] = {
             "amount": total, "currency": CURRENCY, "payee_name": SHOP_NAME,
-            "order": {"id": order.id, "items": [{"sku": l["sku"], "quantity": l["quantity"], "price": l["price"]}
-                                                for l in lines]},
+            "order": {"id": order.id, "items": [
+                {"sku": line["sku"], "quantity": line["quantity"], "price": line["price"]} for line in lines]},
         }
         if https:
             # SPC shows and signs the payee origin; PaymentRequest accepts only https origins there.

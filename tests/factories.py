@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ ADMIN_API_KEY = "issuer-admin-key-0123456789abcdefghij"
 BANK_API_KEY = "bank-own-site-key-0123456789abcdefghi"
 
 
-@lru_cache(maxsize=None)
+@cache
 def signing_key_pem(index: int = 0) -> str:
     """A P-256 private key in PEM; cached per index so tests share a few keys."""
     key = ec.generate_private_key(ec.SECP256R1())

@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from factories import make_config
 from starlette.applications import Starlette
 
-from factories import make_config
 from spc_embed import Issuer
 
 

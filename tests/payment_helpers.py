@@ -14,10 +14,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from starlette.testclient import TestClient
-
 from factories import API_KEY, ISSUER_ORIGIN, MERCHANT_ORIGIN, FakeClock, make_issuer
 from softauthn import SoftAuthenticator, b64url
+from starlette.testclient import TestClient
 
 RP_ID = "issuer.test"
 CARD_NAME = "Test Visa ****1234"

@@ -63,7 +63,7 @@ def issuer_processes(database_url: str, signing_key: Path, count: int = 2,
     logs: list[str] = []
     try:
         if wait:
-            for process, port in zip(processes, ports):
+            for process, port in zip(processes, ports, strict=True):
                 wait_until_serving(process, port)
         yield [f"http://127.0.0.1:{port}" for port in ports]
     finally:

@@ -11,12 +11,26 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from softauthn import (
-    ES256, RS256, attested_credential_data, build_auth_data, cose_key, cose_key_from_map, der_to_raw,
-    generate_private_key, make_flags, raw_to_der, sign,
+    ES256,
+    RS256,
+    attested_credential_data,
+    build_auth_data,
+    cose_key,
+    cose_key_from_map,
+    der_to_raw,
+    generate_private_key,
+    make_flags,
+    raw_to_der,
+    sign,
 )
 
 from spc_embed.authdata import (
-    AuthenticatorData, check_flags, check_rp_id_hash, load_public_key, parse_authenticator_data, verify_signature,
+    AuthenticatorData,
+    check_flags,
+    check_rp_id_hash,
+    load_public_key,
+    parse_authenticator_data,
+    verify_signature,
 )
 from spc_embed.errors import AssertionRejected, InvalidRequest, RegistrationError
 
@@ -183,8 +197,8 @@ def test_r5_a5_rp_id_hash_of_another_rp_rejected(rp_id: str) -> None:
 
 # --- load_public_key --------------------------------------------------------------------------------
 
-def ec_fields(curve: ec.EllipticCurve = ec.SECP256R1(), size: int = 32) -> dict[int, bytes]:
-    numbers = ec.generate_private_key(curve).public_key().public_numbers()
+def ec_fields(curve: ec.EllipticCurve | None = None, size: int = 32) -> dict[int, bytes]:
+    numbers = ec.generate_private_key(curve or ec.SECP256R1()).public_key().public_numbers()
     return {-2: numbers.x.to_bytes(size, "big"), -3: numbers.y.to_bytes(size, "big")}
 
 

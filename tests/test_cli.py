@@ -138,7 +138,7 @@ def test_keys_are_new_each_time_and_printed_without_a_file(capsys: pytest.Captur
     _, second, _ = run(capsys, "keys", "--format", "env")
     assert "SPC_SIGNING_KEYS_FILE=jwt-signing-key.pem" in first  # the file name the printed key is to be saved as
     assert "[[merchants]]" not in first  # --format env only
-    for a, b in zip(generated(first), generated(second)):
+    for a, b in zip(generated(first), generated(second), strict=True):
         assert a != b
 
 

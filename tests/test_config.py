@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
 from factories import API_KEY as FACTORY_API_KEY
 from factories import OTHER_API_KEY, SECRET, signing_key_pem
+
 from spc_embed import ConfigurationError, IssuerConfig, Merchant
 from spc_embed.config import normalize_origin, placeholder_reason
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterator
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -99,7 +99,7 @@ class Doc:
         self.ids = [h.group(1) for h in headings]
         self.areas = "".join(sorted(set(AREA_ROW.findall(text)) | {i[0] for i in self.ids}))
         self.sections: dict[str, str] = {}
-        for heading, following in zip(headings, [*headings[1:], None]):
+        for heading, following in zip(headings, [*headings[1:], None], strict=True):
             end = following.start() if following else len(text)
             # A section ends at the next heading of any level.
             body = text[heading.end():end]
@@ -110,7 +110,7 @@ class Doc:
         return PROOF.findall(self.sections[item])
 
 
-@lru_cache(maxsize=None)
+@cache
 def doc() -> Doc:
     return Doc(SECURITY_DOC.read_text(encoding="utf-8"))
 

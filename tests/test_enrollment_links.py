@@ -18,9 +18,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from softauthn import SoftAuthenticator
-from starlette.testclient import TestClient
-
 from factories import (
     ADMIN_API_KEY,
     API_KEY,
@@ -30,6 +27,9 @@ from factories import (
     FakeClock,
     make_issuer,
 )
+from softauthn import SoftAuthenticator
+from starlette.testclient import TestClient
+
 from spc_embed import ConfigurationError, Issuer, Store
 from spc_embed.tokens import EnrollmentTokens
 

@@ -24,12 +24,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from factories import ISSUER_ORIGIN, MERCHANT_ORIGIN, OTHER_MERCHANT_ORIGIN, SECRET, FakeClock, make_issuer
 from http_sfv import Dictionary
 from itsdangerous import URLSafeTimedSerializer
 from softauthn import ES256, RS256, SoftAuthenticator, b64url
 from starlette.testclient import TestClient
 
-from factories import ISSUER_ORIGIN, MERCHANT_ORIGIN, OTHER_MERCHANT_ORIGIN, SECRET, FakeClock, make_issuer
 from spc_embed import Issuer, Store
 from spc_embed.storage import Challenge, Credential
 from spc_embed.tokens import ENROLLMENT_SALT, EnrollmentToken, EnrollmentTokens, SignedTokens

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from factories import ISSUER_ORIGIN, MERCHANT_ORIGIN, FakeClock, make_issuer
 from payment_helpers import CARD_ICON, CARD_NAME, RP_ID, b64decode
 from softauthn import SoftAuthenticator
+
 from spc_embed import enrollment_service
 from spc_embed.context import IssuerContext
 from spc_embed.errors import ChallengeError, TokenUsed

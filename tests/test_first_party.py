@@ -11,12 +11,18 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from factories import ADMIN_API_KEY, BANK_API_KEY, ISSUER_ORIGIN, MERCHANT_ORIGIN, make_config
 from payment_helpers import (
-    CARD_NAME, TRANSACTION_DATA, b64decode, jwt_claims, make_bank, signed_payment, spc_assertion,
+    CARD_NAME,
+    TRANSACTION_DATA,
+    b64decode,
+    jwt_claims,
+    make_bank,
+    signed_payment,
+    spc_assertion,
 )
 from softauthn import b64url
+
 from spc_embed import Merchant
 from spc_embed.storage import TransactionRecord
 

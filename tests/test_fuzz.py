@@ -30,12 +30,12 @@ from urllib.parse import quote_from_bytes
 
 import httpx
 import pytest
+from factories import API_KEY, ISSUER_ORIGIN, MERCHANT_ORIGIN, OTHER_API_KEY, make_issuer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from factories import API_KEY, ISSUER_ORIGIN, MERCHANT_ORIGIN, OTHER_API_KEY, make_issuer
 from payment_helpers import CARD_ICON, CARD_NAME, RP_ID, TRANSACTION_DATA, signed_payment
 from softauthn import SoftAuthenticator, b64url
+
 from spc_embed.openapi import openapi_document
 
 ADMIN_KEY = "admin-key-0123456789abcdefghijkl"

@@ -26,12 +26,12 @@ import httpx
 import jwt
 import pytest
 import rfc8785
-from starlette.applications import Starlette
-from starlette.routing import Mount
-
 from browser.harness import ServedApp
 from factories import make_issuer
 from softauthn import SoftAuthenticator
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
 from spc_embed import Issuer, Merchant
 
 MOUNT = "/spc"

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
+from factories import API_KEY, MERCHANT_ORIGIN, make_config, make_issuer
 from starlette.testclient import TestClient
 
-from factories import API_KEY, MERCHANT_ORIGIN, make_config, make_issuer
 from spc_embed import ConfigurationError, IssuerConfig
 from spc_embed.i18n import SHIPPED_DIRECTORY, Catalogs, gettext_name, parse_accept_language
 from spc_embed.payment import ExpectedPayment

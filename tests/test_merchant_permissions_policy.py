@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from spc_embed.merchant.permissions_policy import (
     MergedPolicy,
     PermissionsPolicyParseError,

@@ -18,7 +18,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from factories import ISSUER_ORIGIN, MERCHANT_ORIGIN, make_issuer
 from fastapi import FastAPI
+from payment_helpers import initialize
 from softauthn import SoftAuthenticator
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,8 +28,6 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
-from factories import ISSUER_ORIGIN, MERCHANT_ORIGIN, make_issuer
-from payment_helpers import initialize
 from spc_embed import ConfigurationError, Issuer
 
 WIDGET = Path(__file__).resolve().parent.parent / "widget"

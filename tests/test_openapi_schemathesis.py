@@ -25,7 +25,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from factories import API_KEY, MERCHANT_ORIGIN
 from processes import free_port, stop, wait_until_serving
 

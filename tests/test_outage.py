@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from factories import API_KEY, signing_key_pem
 from payment_helpers import TRANSACTION_DATA, spc_assertion
 from processes import issuer_processes

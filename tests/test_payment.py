@@ -14,16 +14,31 @@ import json
 import cbor2
 import httpx
 import pytest
-
 from factories import API_KEY, ISSUER_ORIGIN, MERCHANT_ORIGIN, OTHER_MERCHANT_ORIGIN
 from payment_helpers import (
-    RP_ID, TRANSACTION_DATA, b64decode, edit_client_data, enroll, fallback_assertion, jwt_claims, make_bank,
-    signed_payment, spc_assertion,
+    RP_ID,
+    TRANSACTION_DATA,
+    b64decode,
+    edit_client_data,
+    enroll,
+    fallback_assertion,
+    jwt_claims,
+    make_bank,
+    signed_payment,
+    spc_assertion,
 )
 from softauthn import (
-    ES256, BrowserBoundKey, SoftAuthenticator, b64url, build_client_data_json, cose_key, der_to_raw,
-    generate_private_key, raw_to_der,
+    ES256,
+    BrowserBoundKey,
+    SoftAuthenticator,
+    b64url,
+    build_client_data_json,
+    cose_key,
+    der_to_raw,
+    generate_private_key,
+    raw_to_der,
 )
+
 from spc_embed.errors import AssertionRejected, InvalidRequest, SPCEmbedError
 from spc_embed.payment import ExpectedPayment, payment_request_options, verify_payment_assertion
 from spc_embed.storage import Credential
@@ -528,7 +543,7 @@ def test_p2_wrong_json_types_in_the_credential(bank, credential) -> None:
 
 def test_p2_duplicate_keys_in_the_request_body(bank) -> None:
     transaction_id, _ = bank.new_transaction()
-    body = '{"transaction_id": "%s", "transaction_id": "x", "credential": {}}' % transaction_id
+    body = f'{{"transaction_id": "{transaction_id}", "transaction_id": "x", "credential": {{}}}}'
     response = bank.client.post("/transaction/finalize", content=body,
                                 headers={"apiKey": "merchant-api-key-0123456789abcdef",
                                          "Content-Type": "application/json"})

@@ -10,14 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from factories import ISSUER_ORIGIN, MERCHANT_ORIGIN, FakeClock, make_issuer
+from payment_helpers import (
+    CARD_ICON,
+    CARD_NAME,
+    RP_ID,
+    TRANSACTION_DATA,
+    b64decode,
+    fallback_assertion,
+    jwt_claims,
+    spc_assertion,
+)
+from softauthn import SoftAuthenticator, b64url
 
 import spc_embed.payment
 import spc_embed.payment_service
-from factories import ISSUER_ORIGIN, MERCHANT_ORIGIN, FakeClock, make_issuer
-from payment_helpers import (
-    CARD_ICON, CARD_NAME, RP_ID, TRANSACTION_DATA, b64decode, fallback_assertion, jwt_claims, spc_assertion,
-)
-from softauthn import SoftAuthenticator, b64url
 from spc_embed import enrollment_service, payment_service
 from spc_embed.context import IssuerContext
 from spc_embed.encoding import b64url_decode

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-
 from postgres import PostgresCluster, port_accepts
 
 TESTS = Path(__file__).parent

@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-
 from factories import API_KEY, make_config, signing_key_pem
 from payment_helpers import TRANSACTION_DATA, enroll, spc_assertion
 from processes import issuer_processes
 from softauthn import SoftAuthenticator
+
 from spc_embed import Issuer
 
 

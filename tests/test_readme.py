@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import httpx
-
 from processes import free_port, stop, wait_until_serving
 
 README = Path(__file__).resolve().parent.parent / "README.md"

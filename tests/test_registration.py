@@ -25,14 +25,27 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from softauthn import (
-    ES256, RS256, SoftAuthenticator, attestation_object, attested_credential_data, b64url, build_auth_data,
-    build_client_data_json, cose_key, generate_private_key, make_flags, sign,
+    ES256,
+    RS256,
+    SoftAuthenticator,
+    attestation_object,
+    attested_credential_data,
+    b64url,
+    build_auth_data,
+    build_client_data_json,
+    cose_key,
+    generate_private_key,
+    make_flags,
+    sign,
 )
 
 from spc_embed.encoding import b64url_decode
 from spc_embed.errors import InvalidRequest, RegistrationError, SPCEmbedError
 from spc_embed.registration import (
-    ID_FIDO_GEN_CE_AAGUID, VerifiedRegistration, registration_options, verify_registration,
+    ID_FIDO_GEN_CE_AAGUID,
+    VerifiedRegistration,
+    registration_options,
+    verify_registration,
 )
 
 RP_ID = "bank.example"
@@ -192,8 +205,8 @@ def test_r4_top_origin_of_another_merchant_rejected() -> None:
 
 def test_p2_client_data_with_duplicate_type_rejected() -> None:
     challenge = new_challenge()
-    raw = ('{"type":"webauthn.get","challenge":"%s","origin":"%s","crossOrigin":true,"topOrigin":"%s",'
-           '"type":"webauthn.create"}' % (challenge, ISSUER, MERCHANT)).encode()
+    raw = (f'{{"type":"webauthn.get","challenge":"{challenge}","origin":"{ISSUER}","crossOrigin":true,'
+           f'"topOrigin":"{MERCHANT}","type":"webauthn.create"}}').encode()
     credential, _, _ = register(challenge=challenge, client_data_json=raw)
     error = rejected(credential, challenge, "invalid_client_data", error=InvalidRequest)
     assert "duplicate" in error.message
@@ -436,7 +449,7 @@ def _name(organization: str, *, unit: str = "Authenticator Attestation", country
 def self_signed_certificate(key: ec.EllipticCurvePrivateKey, name: str) -> x509.Certificate:
     """An attestation CA: the root a vendor's attestation certificates lead to."""
     subject = _name(name, unit="Authenticator Attestation CA")
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=30))
@@ -449,7 +462,7 @@ def attestation_certificate(key: ec.EllipticCurvePrivateKey, *, ca_key: ec.Ellip
                             country: str = "SE", is_ca: bool | None = False, aaguid: bytes | None = None,
                             aaguid_critical: bool = False) -> x509.Certificate:
     """A packed attestation certificate issued by ``ca``; each WebAuthn L3 §8.2.1 requirement can be bent."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (x509.CertificateBuilder().subject_name(_name(name, unit=unit, country=country))
                .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30)))

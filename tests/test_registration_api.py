@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from factories import ADMIN_API_KEY, API_KEY, BANK_API_KEY, ISSUER_ORIGIN, MERCHANT_ORIGIN, FakeClock, make_issuer
 from softauthn import SoftAuthenticator
 from starlette.testclient import TestClient
 
-from factories import ADMIN_API_KEY, API_KEY, BANK_API_KEY, ISSUER_ORIGIN, MERCHANT_ORIGIN, FakeClock, make_issuer
 from spc_embed import Issuer, Merchant, Store
 from spc_embed.storage.plans import Plan, fetch_row
 

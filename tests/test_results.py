@@ -12,8 +12,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
 from factories import SECRET, make_config, signing_key_pem
+
 from spc_embed.errors import ConfigurationError, TokenError
 from spc_embed.results import ResultSigner, jwk_thumbprint, load_signing_key, verify_result_token
 
@@ -141,7 +141,7 @@ def test_key_rotation_newest_signs_all_are_published() -> None:
 
 def test_kid_is_the_rfc_7638_thumbprint() -> None:
     jwk = make_signer().jwks()["keys"][0]
-    canonical = '{"crv":"%s","kty":"%s","x":"%s","y":"%s"}' % (jwk["crv"], jwk["kty"], jwk["x"], jwk["y"])
+    canonical = '{{"crv":"{crv}","kty":"{kty}","x":"{x}","y":"{y}"}}'.format(**jwk)
     assert jwk["kid"] == b64(hashlib.sha256(canonical.encode()).digest())
     assert jwk_thumbprint(jwk) == jwk["kid"]
     assert jwk["alg"] == "ES256" and jwk["use"] == "sig" and "d" not in jwk

@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from softauthn import ES256, RS256, BrowserBoundKey, SoftAuthenticator, der_to_raw, raw_to_der
 from webauthn import (
     base64url_to_bytes,
     verify_authentication_response,
@@ -24,8 +25,6 @@ from webauthn.helpers import (
     parse_authenticator_data,
 )
 from webauthn.helpers.exceptions import InvalidAuthenticationResponse
-
-from softauthn import ES256, RS256, BrowserBoundKey, SoftAuthenticator, der_to_raw, raw_to_der
 
 RP_ID = "issuer.example"
 ORIGIN = "https://issuer.example"

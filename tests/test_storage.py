@@ -11,11 +11,16 @@ from dataclasses import replace
 
 import asyncpg
 import pytest
-
 from factories import FakeClock
 from postgres import free_port
+
 from spc_embed.errors import (
-    AssertionRejected, ChallengeError, ConfigurationError, Conflict, InvalidRequest, StorageUnavailable,
+    AssertionRejected,
+    ChallengeError,
+    ConfigurationError,
+    Conflict,
+    InvalidRequest,
+    StorageUnavailable,
 )
 from spc_embed.storage import SCHEMA_VERSION, Challenge, Credential, Store, TransactionRecord
 from spc_embed.storage.schema import ddl
@@ -294,7 +299,7 @@ def version_1_ddl(dialect: str) -> list[str]:
     """The schema of version 1: version 2's without spc_credentials.instrument_id (spc_embed/storage/schema.py)."""
     current = ddl(dialect)
     older = [statement.replace("    instrument_id TEXT NOT NULL,\n", "") for statement in current]
-    assert sum(a != b for a, b in zip(current, older)) == 1
+    assert sum(a != b for a, b in zip(current, older, strict=True)) == 1
     return older
 
 

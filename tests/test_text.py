@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from factories import API_KEY, ISSUER_ORIGIN, MERCHANT_ORIGIN
 from payment_helpers import TRANSACTION_DATA, make_bank
 from softauthn import b64url
+
 from spc_embed.errors import InvalidRequest, SPCEmbedError
 from spc_embed.text import quoted, storable_text
 

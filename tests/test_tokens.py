@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 
 import pytest
+from factories import FakeClock
 from itsdangerous import URLSafeTimedSerializer
 
-from factories import FakeClock
 from spc_embed.errors import ConfigurationError, TokenError, TokenExpired
 from spc_embed.tokens import ENROLLMENT_SALT, EnrollmentToken, EnrollmentTokens, SignedTokens
 

@@ -18,21 +18,32 @@ import httpx
 import jwt
 import pytest
 import rfc8785
+from factories import (
+    API_KEY,
+    ISSUER_ORIGIN,
+    MERCHANT_ORIGIN,
+    OTHER_API_KEY,
+    OTHER_MERCHANT_ORIGIN,
+    make_issuer,
+)
+from payment_helpers import (
+    TRANSACTION_DATA,
+    enroll,
+    fallback_assertion,
+    finalize,
+    initialize,
+    jwt_claims,
+    make_bank,
+    spc_assertion,
+)
+from softauthn import SoftAuthenticator, b64url
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
-from factories import (
-    API_KEY, ISSUER_ORIGIN, MERCHANT_ORIGIN, OTHER_API_KEY, OTHER_MERCHANT_ORIGIN, make_issuer,
-)
-from payment_helpers import (
-    TRANSACTION_DATA, enroll, fallback_assertion, finalize, initialize, jwt_claims, make_bank,
-    spc_assertion,
-)
-from softauthn import SoftAuthenticator, b64url
 from spc_embed import Merchant
-from spc_embed.openapi import openapi_document
 from spc_embed.api_keys import ApiKeys
+from spc_embed.openapi import openapi_document
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "admin-key-0123456789abcdefghijkl"
@@ -682,7 +693,7 @@ def test_h5_finalize_raced_against_opt_out_through_the_app_settles_once(bank) ->
             return outcomes
 
     outcomes = asyncio.run(race())
-    for (transaction_id, _, _), (finalized, opted_out) in zip(rounds, outcomes):
+    for (transaction_id, _, _), (finalized, opted_out) in zip(rounds, outcomes, strict=True):
         assert (finalized == 200) != (opted_out == 200), (transaction_id, finalized, opted_out)
         assert bank.state(transaction_id) == ("succeeded" if finalized == 200 else "failed")
     opt_outs = bank.run(bank.issuer.store.list_opt_outs, "alice")

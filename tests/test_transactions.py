@@ -13,11 +13,22 @@ import rfc8785
 
 from spc_embed.encoding import JSONNumber, compact_json, loads_json
 from spc_embed.errors import InvalidRequest
-from spc_embed.web import JSONResponse
 from spc_embed.transactions import (
-    EXPIRED, FAILED, PENDING, SUCCEEDED, amount_spelling, amounts_equal, can_transition, canonical_json,
-    is_canonical_amount, is_payee_origin, parse_transaction_data, resolve_merchant_origin, transaction_hash,
+    EXPIRED,
+    FAILED,
+    PENDING,
+    SUCCEEDED,
+    amount_spelling,
+    amounts_equal,
+    can_transition,
+    canonical_json,
+    is_canonical_amount,
+    is_payee_origin,
+    parse_transaction_data,
+    resolve_merchant_origin,
+    transaction_hash,
 )
+from spc_embed.web import JSONResponse
 
 VALID = {"amount": "100.00", "currency": "EUR", "payee_name": "Shop"}
 

@@ -21,13 +21,13 @@ from typing import Any, TypeVar
 
 import httpx
 import jwt
+from factories import ADMIN_API_KEY, API_KEY, BANK_API_KEY, make_issuer
 from playwright.sync_api import BrowserContext, Page
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from factories import ADMIN_API_KEY, API_KEY, BANK_API_KEY, make_issuer
 from spc_embed import Issuer, Merchant, Store
 
 from .harness import ServedApp, TestCA, VirtualAuthenticator, add_virtual_authenticator, read_database

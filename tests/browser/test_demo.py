@@ -43,8 +43,15 @@ from spc_embed import Store
 from spc_embed.storage import Credential, TransactionRecord
 
 from .harness import (
-    TEST_HOSTS, ServedApp, TestCA, VirtualAuthenticator, add_virtual_authenticator, click_in_settled_frame,
-    list_credentials, read_database, set_spc_mode,
+    TEST_HOSTS,
+    ServedApp,
+    TestCA,
+    VirtualAuthenticator,
+    add_virtual_authenticator,
+    click_in_settled_frame,
+    list_credentials,
+    read_database,
+    set_spc_mode,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +59,14 @@ if str(REPO) not in sys.path:  # example_merchant lives at the top of the checko
     sys.path.insert(0, str(REPO))
 
 from example_merchant import (  # noqa: E402
-    BANK_TENANT_ID, DEMO_ONE_TIME_CODE, SHOP_ID, Bank, BankConnection, DemoSecrets, create_bank, create_shop,
+    BANK_TENANT_ID,
+    DEMO_ONE_TIME_CODE,
+    SHOP_ID,
+    Bank,
+    BankConnection,
+    DemoSecrets,
+    create_bank,
+    create_shop,
 )
 
 FEATURES = ("payment", "publickey-credentials-create", "publickey-credentials-get")
@@ -547,7 +561,7 @@ def test_both_sites_have_a_favicon(browser: Browser, demo: Demo) -> None:
         context.close()
 
     assert missing == []
-    for origin, icon in zip((demo.shop_origin, demo.bank_origin), icons):
+    for origin, icon in zip((demo.shop_origin, demo.bank_origin), icons, strict=True):
         assert icon.startswith(origin + "/")
         for path in (icon.removeprefix(origin), "/favicon.ico"):  # browsers ask for it whatever the page names
             # merchant.localhost resolves in the browser only: ask the loopback address, naming the host.

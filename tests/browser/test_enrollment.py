@@ -17,13 +17,13 @@ from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 import pytest
+from factories import FakeClock, make_issuer
 from playwright.sync_api import BrowserContext, Frame, Page
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 
-from factories import FakeClock, make_issuer
 from spc_embed import Issuer
 from spc_embed.storage import Credential
 

@@ -16,8 +16,19 @@ from playwright.sync_api import Browser, BrowserContext, Page
 
 from .harness import TestCA
 from .sites import (
-    Sites, enrol, frame_result, initialize, issuer_post, mount_frame, open_checkout, pay, read_store, serve_sites,
-    transaction_state, unique, verify_result,
+    Sites,
+    enrol,
+    frame_result,
+    initialize,
+    issuer_post,
+    mount_frame,
+    open_checkout,
+    pay,
+    read_store,
+    serve_sites,
+    transaction_state,
+    unique,
+    verify_result,
 )
 from .test_enrollment import WITHOUT_FEATURE_POLICY
 

@@ -25,16 +25,24 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from factories import ADMIN_API_KEY, API_KEY, BANK_API_KEY
 from playwright.sync_api import BrowserContext, Page
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from factories import ADMIN_API_KEY, API_KEY, BANK_API_KEY
-
 from .harness import TestCA, add_virtual_authenticator, list_credentials, set_spc_mode
 from .sites import (
-    MOUNT, Sites, enrol, initialize, issuer_post, open_checkout, pay, serve_sites, transaction_state, unique,
+    MOUNT,
+    Sites,
+    enrol,
+    initialize,
+    issuer_post,
+    open_checkout,
+    pay,
+    serve_sites,
+    transaction_state,
+    unique,
     verify_result,
 )
 

@@ -32,6 +32,7 @@ import httpx
 import jinja2
 import jwt
 import pytest
+from factories import API_KEY, make_issuer
 from playwright.sync_api import BrowserContext, Page
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -41,7 +42,6 @@ from starlette.routing import Mount, Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from factories import API_KEY, make_issuer
 from spc_embed import Issuer, Store
 from spc_embed.merchant import SPCMerchantMiddleware, install_jinja_globals
 

@@ -23,7 +23,16 @@ from spc_embed.transactions import transaction_hash
 
 from .harness import TestCA, set_spc_mode
 from .sites import (
-    Sites, enrol, finalize, initialize, issuer_post, pay, read_store, serve_sites, transaction_state, verify_result,
+    Sites,
+    enrol,
+    finalize,
+    initialize,
+    issuer_post,
+    pay,
+    read_store,
+    serve_sites,
+    transaction_state,
+    verify_result,
 )
 from .test_enrollment import WITHOUT_NATIVE_JSON
 
