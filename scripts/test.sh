@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --browser --postgres
-.venv/bin/python -m ruff check spc_embed tests bench example_merchant scripts hatch_build.py
+.venv/bin/python -m ruff check  # every Python file of the project (.venv and other defaults excluded)
 .venv/bin/python -m mypy
 exec .venv/bin/python -m pytest "$@"
