@@ -203,7 +203,7 @@ def browser_cors(allowed: Collection[str]) -> list[Middleware]:
 class BrowserCORS:
     """The answer headers Starlette's ``CORSMiddleware`` sends for these settings (allowed origins, no
     credentials, ``Retry-After`` exposed), written straight into the header list: on the payment path
-    its per-request ``Headers`` objects cost more than the rest of the middleware stack (README, Benchmarks).
+    its per-request ``Headers`` objects cost more than the rest of the middleware stack (docs/benchmarks.md).
     Preflights are :func:`preflight`'s. tests/test_web.py compares the two for every case.
     """
 
