@@ -22,14 +22,19 @@ loads, one after the other so each ratio compares numbers taken minutes apart at
   a longer list).
 
 It prints requests/s, p50, p99 (wrk's latency histogram), the non-2xx count and the ratio to the reference at
-the same connection count, then a markdown table. Any non-2xx answer, socket error or exhausted body list is
-reported loudly and makes the exit status 2: a benchmark of error answers measures nothing.
+the same connection count, then a markdown table. With ``--rounds N`` each connection count's runs (the
+reference, the issuer's, the reference again) are repeated N times, each round's ratios taken against its own
+reference runs, and a second table gives each endpoint's median ratio over the rounds with its range: on a
+machine whose speed drifts from minute to minute, one pair of runs can be off by a fifth either way. Any
+non-2xx answer, socket error or exhausted body list is reported loudly and makes the exit status 2: a
+benchmark of error answers measures nothing.
 
 Every wrk run holds ``/tmp/spc-bench.lock`` (``flock``), so benchmarks of different people on one machine do
 not overlap; every process started here is stopped on exit, error or Ctrl-C. Installs Debian's ``wrk`` with
 apt, and uvloop + httptools into this Python, when missing.
 
-    .venv/bin/python bench/served.py [--duration 6] [--connections 16,64] [--workers 1[,2]] [--cardholders 1]
+    .venv/bin/python bench/served.py [--duration 6] [--connections 16,64] [--workers 1[,2]] [--rounds 1]
+                                     [--cardholders 1]
                                      [--database sqlite|postgresql [--database-url postgresql://...]] [--keep]
 """
 
@@ -47,6 +52,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,6 +79,12 @@ LOCK_WAIT_S = 900
 PREP_CONCURRENCY = 32
 WARM_REQUESTS = 50
 NOISY_SHARE = 0.25  # other processes using more than this share of the machine during a run: marked noisy
+
+
+ENDPOINT_NAMES = {"hello": 'Starlette "hello" (for scale)',
+                  "reference": "reference: Starlette + py_webauthn verify, no database",
+                  "initialize": "`POST /transaction/initialize`",
+                  "finalize": "`POST /transaction/finalize` (pre-signed, each used once)"}
 
 
 class BenchError(Exception):
@@ -396,6 +408,7 @@ class Result:
     workers: int
     connections: int
     note: str = ""
+    round: int = 1
     requests: int = 0
     duration_s: float = 0.0
     p50_ms: float = math.nan
@@ -579,6 +592,7 @@ class Bench:
         self.logs.mkdir()
         self.run_tag = secrets.token_hex(4)
         self.results: list[Result] = []
+        self.round = 1  # of --rounds: each round has its own reference runs, and its ratios use them
         self.issuers: list[IssuerServer] = []
         self.counter = 0
         self.prep_lock_wait_s = 0.0
@@ -668,28 +682,33 @@ class Bench:
     # Loading
 
     def run(self) -> None:
-        """Per connection count: the reference, hello, each issuer's initialize and finalize, and the reference
-        again; ratios use the faster of the two reference runs (the less disturbed one), so a reference slowed
-        by someone else's work does not flatter the issuer."""
+        """Per connection count and round: the reference, hello (first round only), each issuer's initialize
+        and finalize, and the reference again; ratios use the faster of the round's two reference runs (the
+        less disturbed one), so a reference slowed by someone else's work does not flatter the issuer."""
         args = self.args
         for connections in args.connections:
-            print(f"\n== {connections} connections, {args.duration} s each ==", flush=True)
-            self.load_static("reference", self.reference, "POST", "/verify", self.reference_body, connections)
-            self.load_static("hello", self.hello, "GET", "/", None, connections)
-            for issuer in self.issuers:
-                self.load_initialize(issuer, connections)
-                self.load_finalize(issuer, connections)
-            self.load_static("reference", self.reference, "POST", "/verify", self.reference_body, connections,
-                             note=" (again, after)")
-            best = self.reference_rps(connections)
-            for result in self.results:
-                if result.connections == connections:
-                    result.reference_rps = best
+            for self.round in range(1, args.rounds + 1):
+                of_rounds = f", round {self.round} of {args.rounds}" if args.rounds > 1 else ""
+                print(f"\n== {connections} connections, {args.duration} s each{of_rounds} ==", flush=True)
+                self.load_static("reference", self.reference, "POST", "/verify", self.reference_body, connections)
+                if self.round == 1:
+                    self.load_static("hello", self.hello, "GET", "/", None, connections)
+                for issuer in self.issuers:
+                    self.load_initialize(issuer, connections)
+                    self.load_finalize(issuer, connections)
+                self.load_static("reference", self.reference, "POST", "/verify", self.reference_body, connections,
+                                 note=" (again, after)")
+                best = self.reference_rps(connections)
+                for result in self.results:
+                    if result.connections == connections and result.round == self.round:
+                        result.reference_rps = best
 
     def report(self, result: Result) -> Result:
+        result.round = self.round
         result.reference_rps = self.reference_rps(result.connections) or result.rps
         if result.workers != 1:
             result.one_worker_rps = next((r.rps for r in self.results if r.endpoint == result.endpoint
+                                          and r.round == result.round
                                           and r.connections == result.connections and r.workers == 1), None)
         self.results.append(result)
         ratio = f"  {result.rps / result.reference_rps:.3f}x the reference so far" if result.reference_rps else ""
@@ -712,9 +731,9 @@ class Bench:
         return self.report(result)
 
     def reference_rps(self, connections: int) -> float | None:
-        """The faster reference run at this connection count (so far)."""
-        return max((r.rps for r in self.results if r.endpoint == "reference" and r.connections == connections),
-                   default=None)
+        """The faster reference run at this connection count in this round (so far)."""
+        return max((r.rps for r in self.results if r.endpoint == "reference" and r.connections == connections
+                    and r.round == self.round), default=None)
 
     def initialize_request(self, issuer: IssuerServer, transaction_id: str, user_id: str) -> bytes:
         body = json.dumps({"user_id": user_id, "transaction_id": transaction_id,
@@ -761,8 +780,8 @@ class Bench:
         """Enough bodies for the run: finalize does the reference's work and more, and is not expected to be
         more than 1.5 times as fast as initialize (a run that runs out is retried once); ``--max-prepared`` caps the preparation time."""
         reference = next((r.rps for r in self.results if r.endpoint == "reference"
-                          and r.connections == connections), math.inf)
-        initialize = next((r.rps for r in self.results if r.endpoint == "initialize"
+                          and r.connections == connections and r.round == self.round), math.inf)
+        initialize = next((r.rps for r in self.results if r.endpoint == "initialize" and r.round == self.round
                            and r.connections == connections and r.workers == issuer.workers), math.inf)
         expected = min(reference * 1.15, initialize * 1.5)
         if not math.isfinite(expected):
@@ -808,31 +827,52 @@ class Bench:
 
     def table(self) -> str:
         multi = len(self.args.workers) > 1
-        head = ["endpoint", "workers", "connections", "requests/s", "p50 ms", "p99 ms", "non-2xx",
-                "vs reference"] + (["vs 1 worker"] if multi else []) + ["server CPU µs/request", "CPU vs reference",
-                                                                          "other load", "machine busy"]
+        rounds = self.args.rounds > 1
+        head = ["endpoint", "workers", "connections", *(["round"] if rounds else []), "requests/s", "p50 ms",
+                "p99 ms", "non-2xx", "vs reference", *(["vs 1 worker"] if multi else []), "server CPU µs/request",
+                "CPU vs reference", "other load", "machine busy"]
         rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        names = {"hello": 'Starlette "hello" (for scale)',
-                 "reference": "reference: Starlette + py_webauthn verify, no database",
-                 "initialize": "`POST /transaction/initialize`",
-                 "finalize": "`POST /transaction/finalize` (pre-signed, each used once)"}
         for r in self.results:
             flag = "" if r.ok else " **!!**"
             ratio = f"{r.rps / r.reference_rps:.3f}" if r.reference_rps else ""
             errors = str(r.non_2xx) + (f" (+{r.errors} socket errors)" if r.errors else "")
-            cells = [names[r.endpoint] + r.note + flag, str(r.workers), str(r.connections), f"{r.rps:,.0f}",
-                     f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}", errors, ratio]
+            cells = [ENDPOINT_NAMES[r.endpoint] + r.note + flag, str(r.workers), str(r.connections)]
+            cells += [str(r.round)] if rounds else []
+            cells += [f"{r.rps:,.0f}", f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}", errors, ratio]
             if multi:
                 cells.append(f"{r.rps / r.one_worker_rps:.2f}" if r.one_worker_rps else "")
             # The cheapest reference request at this connection count against this one: like "vs reference",
             # but from CPU time, which other processes on the machine do not change much.
-            reference_cpu = min((x.cpu_us for x in self.results if x.endpoint == "reference"
-                                 and x.connections == r.connections and x.cpu_us), default=None)
+            reference_cpu = self.reference_cpu_us(r)
             cells.append(f"{r.cpu_us:,.0f}" if r.cpu_us else "?")
             cells.append(f"{reference_cpu / r.cpu_us:.3f}" if reference_cpu and r.cpu_us else "")
             cells.append(r.other_load())
             cells.append(r.machine_busy())
             rows.append("| " + " | ".join(cells) + " |")
+        return "\n".join(rows)
+
+    def reference_cpu_us(self, result: Result) -> float | None:
+        """The cheapest reference request's CPU in the result's connection count and round."""
+        return min((x.cpu_us for x in self.results if x.endpoint == "reference" and x.cpu_us
+                    and x.connections == result.connections and x.round == result.round), default=None)
+
+    def medians(self) -> str:
+        """With several rounds: each issuer endpoint's median over the rounds, and the range its ratio spans."""
+        head = ["endpoint", "workers", "connections", "rounds", "vs reference, median", "lowest", "highest",
+                "p99 ms, median", "CPU vs reference, median"]
+        rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        groups: dict[tuple[str, int, int], list[Result]] = {}
+        for r in self.results:
+            if r.endpoint in ("initialize", "finalize") and r.reference_rps:
+                groups.setdefault((r.endpoint, r.workers, r.connections), []).append(r)
+        for (endpoint, workers, connections), runs in groups.items():
+            ratios = [r.rps / r.reference_rps for r in runs if r.reference_rps]
+            cpu = [reference / r.cpu_us for r in runs if r.cpu_us and (reference := self.reference_cpu_us(r))]
+            rows.append("| " + " | ".join([
+                ENDPOINT_NAMES[endpoint], str(workers), str(connections), str(len(runs)),
+                f"{statistics.median(ratios):.3f}", f"{min(ratios):.3f}", f"{max(ratios):.3f}",
+                f"{statistics.median(r.p99_ms for r in runs):.1f}",
+                f"{statistics.median(cpu):.3f}" if cpu else "?"]) + " |")
         return "\n".join(rows)
 
 
@@ -895,8 +935,13 @@ def main() -> int:
                         "one cardholder makes every finalize update the same credential row)")
     parser.add_argument("--max-prepared", type=int, default=60000,
                         help="at most this many single-use finalize bodies per run (default 60000)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat each connection count's runs this many times, alternating the reference and the "
+                        "issuer, and print the median ratio over the rounds as well (default 1)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.database == "postgresql":
         if args.database_url and not args.database_url.startswith(("postgresql://", "postgres://")):
             parser.error("--database-url must be postgresql://... (or leave it out for a throwaway cluster)")
@@ -942,7 +987,10 @@ def main() -> int:
               f"(of which {sum(r.lock_wait_s for r in bench.results) + bench.prep_lock_wait_s:.0f} s waiting for "
               f"other benchmarks)\n")
         print(bench.table())
-        print("\nvs reference: against the faster of the two reference runs at that connection count. server CPU: "
+        if args.rounds > 1:
+            print(f"\nOver {args.rounds} rounds, each with its own reference runs:\n\n{bench.medians()}\n")
+        print("\nvs reference: against the faster of the two reference runs at that connection count"
+              + (" in that round" if args.rounds > 1 else "") + ". server CPU: "
               "user and system time of the server's processes (all workers) per request; CPU vs reference: the "
               "cheapest reference request's CPU over this one's (the PostgreSQL server's own CPU is not in it). "
               "other load: "
