@@ -779,8 +779,7 @@ class Bench:
     def finalize_size(self, issuer: IssuerServer, connections: int) -> int:
         """Enough bodies for the run: finalize does the reference's work and more, and is not expected to be
         more than 1.5 times as fast as initialize (a run that runs out is retried once); ``--max-prepared`` caps the preparation time."""
-        reference = next((r.rps for r in self.results if r.endpoint == "reference"
-                          and r.connections == connections and r.round == self.round), math.inf)
+        reference = self.reference_rps(connections) or math.inf
         initialize = next((r.rps for r in self.results if r.endpoint == "initialize" and r.round == self.round
                            and r.connections == connections and r.workers == issuer.workers), math.inf)
         expected = min(reference * 1.15, initialize * 1.5)
@@ -831,7 +830,7 @@ class Bench:
         head = ["endpoint", "workers", "connections", *(["round"] if rounds else []), "requests/s", "p50 ms",
                 "p99 ms", "non-2xx", "vs reference", *(["vs 1 worker"] if multi else []), "server CPU µs/request",
                 "CPU vs reference", "other load", "machine busy"]
-        rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        rows = []
         for r in self.results:
             flag = "" if r.ok else " **!!**"
             ratio = f"{r.rps / r.reference_rps:.3f}" if r.reference_rps else ""
@@ -841,15 +840,15 @@ class Bench:
             cells += [f"{r.rps:,.0f}", f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}", errors, ratio]
             if multi:
                 cells.append(f"{r.rps / r.one_worker_rps:.2f}" if r.one_worker_rps else "")
-            # The cheapest reference request at this connection count against this one: like "vs reference",
-            # but from CPU time, which other processes on the machine do not change much.
+            # The cheapest reference request of this connection count and round against this one: like
+            # "vs reference", but from CPU time, which other processes on the machine do not change much.
             reference_cpu = self.reference_cpu_us(r)
             cells.append(f"{r.cpu_us:,.0f}" if r.cpu_us else "?")
             cells.append(f"{reference_cpu / r.cpu_us:.3f}" if reference_cpu and r.cpu_us else "")
             cells.append(r.other_load())
             cells.append(r.machine_busy())
-            rows.append("| " + " | ".join(cells) + " |")
-        return "\n".join(rows)
+            rows.append(cells)
+        return markdown_table(head, rows)
 
     def reference_cpu_us(self, result: Result) -> float | None:
         """The cheapest reference request's CPU in the result's connection count and round."""
@@ -860,7 +859,7 @@ class Bench:
         """With several rounds: each issuer endpoint's median over the rounds, and the range its ratio spans."""
         head = ["endpoint", "workers", "connections", "rounds", "vs reference, median", "lowest", "highest",
                 "p99 ms, median", "CPU vs reference, median"]
-        rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        rows = []
         groups: dict[tuple[str, int, int], list[Result]] = {}
         for r in self.results:
             if r.endpoint in ("initialize", "finalize") and r.reference_rps:
@@ -868,12 +867,17 @@ class Bench:
         for (endpoint, workers, connections), runs in groups.items():
             ratios = [r.rps / r.reference_rps for r in runs if r.reference_rps]
             cpu = [reference / r.cpu_us for r in runs if r.cpu_us and (reference := self.reference_cpu_us(r))]
-            rows.append("| " + " | ".join([
+            rows.append([
                 ENDPOINT_NAMES[endpoint], str(workers), str(connections), str(len(runs)),
                 f"{statistics.median(ratios):.3f}", f"{min(ratios):.3f}", f"{max(ratios):.3f}",
                 f"{statistics.median(r.p99_ms for r in runs):.1f}",
-                f"{statistics.median(cpu):.3f}" if cpu else "?"]) + " |")
-        return "\n".join(rows)
+                f"{statistics.median(cpu):.3f}" if cpu else "?"])
+        return markdown_table(head, rows)
+
+
+def markdown_table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows])
 
 
 def parse_list(value: str) -> list[int]:
