@@ -10,19 +10,19 @@ the database by the caller (see ``Store.add_credential``).
 from __future__ import annotations
 
 import hmac
-import json
 import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode
-from itsdangerous.serializer import Serializer
 from itsdangerous.signer import HMACAlgorithm
 
 from .config import normalize_origin
+from .encoding import compact_json
 from .errors import ConfigurationError, TokenError, TokenExpired
 from .i18n import check_locale_tag
 from .text import is_storable, storable_text
@@ -30,6 +30,7 @@ from .text import is_storable, storable_text
 ENROLLMENT_SALT = "spc-embed.enrollment.v1"
 PAYMENT_HANDLE_SALT = "spc-embed.payment-handle.v1"
 OPT_OUT_SALT = "spc-embed.opt-out.v1"
+_OPT_OUT_SALT_JSON = encode_basestring_ascii(OPT_OUT_SALT)
 MAX_OPT_OUT_TOKEN_LENGTH = 128
 MAX_INSTRUMENT_ID_LENGTH = 255
 MAX_TOKEN_LENGTH = 4096  # what SignedTokens.loads reads; enrolment links longer than this are refused when minted
@@ -138,14 +139,46 @@ class _ClockedSerializer(URLSafeTimedSerializer):
         # Plain base64url JSON, never zlib: for payloads this short, compressing
         # costs more time (about 80 µs a token) than the bytes it saves are worth.
         # Loading still accepts compressed payloads, so earlier tokens stay valid.
-        return base64_encode(Serializer.dump_payload(self, obj))
+        # Compact JSON as itsdangerous's own (_CompactJSON) writes it, by orjson: several times faster.
+        return base64_encode(compact_json(obj).encode("utf-8"))
+
+    def dumps(self, obj: Any, salt: str | bytes | None = None) -> str:
+        # Serializer.dumps without its layers: this serializer writes text, its signer is kept.
+        signed: bytes = self.make_signer(salt).sign(self.dump_payload(obj))
+        return signed.decode("utf-8")
 
 
 class _HMACSHA1(HMACAlgorithm):
-    """itsdangerous's default HMAC-SHA1, in one C call (``hmac.new`` with a hash function runs Python)."""
+    """itsdangerous's default HMAC-SHA1, from a copy of an HMAC already keyed (see :class:`_KeyedHMAC`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._keyed = _KeyedHMAC("sha1")
 
     def get_signature(self, key: bytes, value: bytes) -> bytes:
-        return hmac.digest(key, value, "sha1")
+        return self._keyed.digest(key, value)
+
+
+class _KeyedHMAC:
+    """HMACs of one hash under a few fixed keys, each keyed once.
+
+    ``hmac.digest(key, msg, name)`` looks the hash up in OpenSSL and keys a new
+    HMAC on every call; a copy of a keyed HMAC does neither, about a fifth less
+    time per HMAC here. Keys come from the configuration, so the cache stays as
+    small as the list of secret keys.
+    """
+
+    def __init__(self, digest: str) -> None:
+        self._digest = digest
+        self._by_key: dict[bytes, hmac.HMAC] = {}
+
+    def digest(self, key: bytes, message: bytes) -> bytes:
+        keyed = self._by_key.get(key)
+        if keyed is None:
+            keyed = self._by_key[key] = hmac.new(key, digestmod=self._digest)
+        mac = keyed.copy()
+        mac.update(message)
+        return mac.digest()
 
 
 class EnrollmentTokens:
@@ -213,11 +246,13 @@ class OptOutTokens:
 
     def __init__(self, secret_keys: Sequence[str]) -> None:
         self._keys = [key.encode("utf-8") for key in secret_keys]
+        self._hmac = _KeyedHMAC("sha256")
 
-    @staticmethod
-    def _token(key: bytes, tenant_id: str, transaction_id: str) -> bytes:
-        message = json.dumps([OPT_OUT_SALT, tenant_id, transaction_id]).encode("ascii")
-        return base64_encode(hmac.digest(key, message, "sha256"))  # one C call; hmac.new(...) is several
+    def _token(self, key: bytes, tenant_id: str, transaction_id: str) -> bytes:
+        # json.dumps([OPT_OUT_SALT, tenant_id, transaction_id]), written as it writes a list of strings,
+        # without building an encoder per call.
+        message = f"[{_OPT_OUT_SALT_JSON}, {encode_basestring_ascii(tenant_id)}, {encode_basestring_ascii(transaction_id)}]"
+        return base64_encode(self._hmac.digest(key, message.encode("ascii")))
 
     def mint(self, tenant_id: str, transaction_id: str) -> str:
         return self._token(self._keys[0], tenant_id, transaction_id).decode("ascii")

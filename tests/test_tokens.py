@@ -9,7 +9,14 @@ from factories import FakeClock
 from itsdangerous import URLSafeTimedSerializer
 
 from spc_embed.errors import ConfigurationError, TokenError, TokenExpired
-from spc_embed.tokens import ENROLLMENT_SALT, EnrollmentToken, EnrollmentTokens, SignedTokens
+from spc_embed.tokens import (
+    ENROLLMENT_SALT,
+    OPT_OUT_SALT,
+    EnrollmentToken,
+    EnrollmentTokens,
+    OptOutTokens,
+    SignedTokens,
+)
 
 OLD = "old-secret-key-0123456789abcdef0123456789"
 NEW = "new-secret-key-0123456789abcdef0123456789"
@@ -172,6 +179,35 @@ def test_default_itsdangerous_salt_is_refused(clock: FakeClock) -> None:
 
     with pytest.raises(TokenError):
         tokens(NEW, clock=clock).load(minted)
+
+
+def test_tokens_are_stock_itsdangerous_tokens_both_ways(clock: FakeClock) -> None:
+    # Minted without itsdangerous's Serializer layers, but in its format: a stock serializer with the same key,
+    # salt and digest reads ours, and ours reads its (zlib-compressed, as it writes long payloads).
+    import hashlib
+
+    stock = URLSafeTimedSerializer(NEW, salt=ENROLLMENT_SALT, signer_kwargs={"digest_method": hashlib.sha1})
+    original = token(user_display_name="Zoë \"Ünal\" \\ 中文 😀")
+    payload = {key: value for key, value in asdict(original).items() if key != "locale"}  # no locale: left out
+    assert stock.loads(tokens(NEW, clock=clock).mint(original)) == payload
+    # The stock serializer stamps the wall clock's time.
+    assert EnrollmentTokens([NEW], max_age=TTL).load(stock.dumps(asdict(original))) == original
+
+
+def test_opt_out_token_is_the_hmac_of_its_json_message() -> None:
+    # The message is json.dumps([salt, tenant, transaction]), byte for byte as tokens minted before were made.
+    import base64
+    import hmac
+    import json
+
+    for tenant, transaction in [("merchant", "order-1"), ('m"1', "a\\b"), ("händler", "😀-1"), ("m", "\u2028\x7f")]:
+        message = json.dumps([OPT_OUT_SALT, tenant, transaction]).encode("ascii")
+        expected = base64.urlsafe_b64encode(hmac.digest(NEW.encode(), message, "sha256")).rstrip(b"=").decode()
+        minted = OptOutTokens([NEW, OLD]).mint(tenant, transaction)
+        assert minted == expected
+        assert OptOutTokens([OLD, NEW]).matches(minted, tenant, transaction)
+        assert not OptOutTokens([OLD]).matches(minted, tenant, transaction)
+        assert not OptOutTokens([NEW]).matches(minted, tenant, transaction + "x")
 
 
 # Malformed and tampered tokens

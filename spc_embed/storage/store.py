@@ -712,7 +712,7 @@ def _transaction(row: tuple[Any, ...], now: float) -> TransactionRecord:
 _ENCODED_COLUMNS = {
     "data_json": lambda record: compact_json(record.data),
     "expected_json": lambda record: compact_json(record.expected),
-    "credential_ids": lambda record: json.dumps(list(record.credential_ids)),
+    "credential_ids": lambda record: compact_json(list(record.credential_ids)),
 }
 # One getter per column, in TRANSACTION_COLUMNS order: the record's attribute, or its encoding.
 _TRANSACTION_GETTERS = tuple(_ENCODED_COLUMNS.get(c, attrgetter(c)) for c in TRANSACTION_COLUMNS)
