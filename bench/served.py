@@ -98,20 +98,21 @@ def sh(command: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str
     return subprocess.run(list(command), text=True, **kwargs)
 
 
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
+def ensure_debian_tool(name: str) -> str:
+    """The path of ``name`` (``wrk``, ``valgrind``), installed first with apt from the Debian package of that name."""
+    found = shutil.which(name)
     if found:
         return found
     sudo = [] if os.geteuid() == 0 else ["sudo"]
-    print("wrk is missing: installing Debian's package (apt-get install -y wrk)", flush=True)
+    print(f"{name} is missing: installing Debian's package (apt-get install -y {name})", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    if sh([*sudo, "apt-get", "install", "-y", "wrk"], env=env).returncode != 0:
+    if sh([*sudo, "apt-get", "install", "-y", name], env=env).returncode != 0:
         print("apt-get install failed; running apt-get update once and trying again", flush=True)
         sh([*sudo, "apt-get", "update"], env=env, check=True)
-        sh([*sudo, "apt-get", "install", "-y", "wrk"], env=env, check=True)
-    found = shutil.which("wrk")
+        sh([*sudo, "apt-get", "install", "-y", name], env=env, check=True)
+    found = shutil.which(name)
     if not found:
-        raise BenchError("wrk is still not on PATH after apt-get install wrk")
+        raise BenchError(f"{name} is still not on PATH after apt-get install {name}")
     return found
 
 
@@ -961,7 +962,7 @@ def main() -> int:
     cluster = None
     try:
         with terminate_on_sigterm():
-            ensure_wrk()
+            ensure_debian_tool("wrk")
             ensure_uvicorn_speedups()
             if args.database == "postgresql" and not args.database_url:
                 cluster = throwaway_postgres()
