@@ -683,6 +683,8 @@ def _payable(rows: list[tuple[Any, ...]]) -> tuple[User | None, list[Credential]
     return user, [_credential(r[4:]) for r in rows if r[4] is not None]
 
 
+_TRANSACTION_COLUMN = {"data": "data_json", "expected": "expected_json"}  # fields stored under another name
+
 # Where each of Credential's fields is in a row of CREDENTIAL_COLUMNS, and the columns read as something else.
 _CREDENTIAL_FIELDS = itemgetter(*(CREDENTIAL_COLUMNS.index(f.name) for f in fields(Credential)))
 _TRANSPORTS, _BACKUP_ELIGIBLE, _BACKED_UP = (CREDENTIAL_COLUMNS.index(c)
@@ -691,19 +693,25 @@ _TRANSPORTS, _BACKUP_ELIGIBLE, _BACKED_UP = (CREDENTIAL_COLUMNS.index(c)
 
 def _credential(row: tuple[Any, ...]) -> Credential:
     values = list(row)
-    values[_TRANSPORTS] = tuple(json.loads(values[_TRANSPORTS]))
+    values[_TRANSPORTS] = tuple(orjson.loads(values[_TRANSPORTS]))
     values[_BACKUP_ELIGIBLE] = bool(values[_BACKUP_ELIGIBLE])
     values[_BACKED_UP] = bool(values[_BACKED_UP])
     return Credential(*_CREDENTIAL_FIELDS(values))
 
 
+# Where each of TransactionRecord's fields is in a row of TRANSACTION_COLUMNS (``data`` is ``data_json``, ...).
+_TRANSACTION_FIELDS = itemgetter(*(TRANSACTION_COLUMNS.index(_TRANSACTION_COLUMN.get(f.name, f.name))
+                                   for f in fields(TransactionRecord)))
+_DATA, _EXPECTED, _CREDENTIAL_IDS = (TRANSACTION_COLUMNS.index(c) for c in ("data_json", "expected_json", "credential_ids"))
+
+
 def _transaction(row: tuple[Any, ...], now: float) -> TransactionRecord:
-    values = dict(zip(TRANSACTION_COLUMNS, row, strict=False))
+    values = list(row)
     # JSON this store wrote (its integers within 2**53: transactions.py), read by orjson, a few times faster.
-    values["data"] = orjson.loads(values.pop("data_json"))
-    values["expected"] = orjson.loads(values.pop("expected_json"))
-    values["credential_ids"] = tuple(orjson.loads(values["credential_ids"]))
-    record = TransactionRecord(**values)
+    values[_DATA] = orjson.loads(values[_DATA])
+    values[_EXPECTED] = orjson.loads(values[_EXPECTED])
+    values[_CREDENTIAL_IDS] = tuple(orjson.loads(values[_CREDENTIAL_IDS]))
+    record = TransactionRecord(*_TRANSACTION_FIELDS(values))
     if record.state == PENDING and record.expires_at <= now:
         return replace(record, state=EXPIRED)
     return record
