@@ -683,8 +683,6 @@ def _payable(rows: list[tuple[Any, ...]]) -> tuple[User | None, list[Credential]
     return user, [_credential(r[4:]) for r in rows if r[4] is not None]
 
 
-_TRANSACTION_COLUMN = {"data": "data_json", "expected": "expected_json"}  # fields stored under another name
-
 # Where each of Credential's fields is in a row of CREDENTIAL_COLUMNS, and the columns read as something else.
 _CREDENTIAL_FIELDS = itemgetter(*(CREDENTIAL_COLUMNS.index(f.name) for f in fields(Credential)))
 _TRANSPORTS, _BACKUP_ELIGIBLE, _BACKED_UP = (CREDENTIAL_COLUMNS.index(c)
@@ -699,7 +697,8 @@ def _credential(row: tuple[Any, ...]) -> Credential:
     return Credential(*_CREDENTIAL_FIELDS(values))
 
 
-# Where each of TransactionRecord's fields is in a row of TRANSACTION_COLUMNS (``data`` is ``data_json``, ...).
+# Where each of TransactionRecord's fields is in a row of TRANSACTION_COLUMNS, and the columns read as JSON.
+_TRANSACTION_COLUMN = {"data": "data_json", "expected": "expected_json"}  # fields stored under another name
 _TRANSACTION_FIELDS = itemgetter(*(TRANSACTION_COLUMNS.index(_TRANSACTION_COLUMN.get(f.name, f.name))
                                    for f in fields(TransactionRecord)))
 _DATA, _EXPECTED, _CREDENTIAL_IDS = (TRANSACTION_COLUMNS.index(c) for c in ("data_json", "expected_json", "credential_ids"))
