@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 from dataclasses import asdict, replace
 
 import pytest
@@ -184,8 +188,6 @@ def test_default_itsdangerous_salt_is_refused(clock: FakeClock) -> None:
 def test_tokens_are_stock_itsdangerous_tokens_both_ways(clock: FakeClock) -> None:
     # Minted without itsdangerous's Serializer layers, but in its format: a stock serializer with the same key,
     # salt and digest reads ours, and ours reads its (zlib-compressed, as it writes long payloads).
-    import hashlib
-
     stock = URLSafeTimedSerializer(NEW, salt=ENROLLMENT_SALT, signer_kwargs={"digest_method": hashlib.sha1})
     original = token(user_display_name="Zoë \"Ünal\" \\ 中文 😀")
     payload = {key: value for key, value in asdict(original).items() if key != "locale"}  # no locale: left out
@@ -196,10 +198,6 @@ def test_tokens_are_stock_itsdangerous_tokens_both_ways(clock: FakeClock) -> Non
 
 def test_opt_out_token_is_the_hmac_of_its_json_message() -> None:
     # The message is json.dumps([salt, tenant, transaction]), byte for byte as tokens minted before were made.
-    import base64
-    import hmac
-    import json
-
     for tenant, transaction in [("merchant", "order-1"), ('m"1', "a\\b"), ("händler", "😀-1"), ("m", "\u2028\x7f")]:
         message = json.dumps([OPT_OUT_SALT, tenant, transaction]).encode("ascii")
         expected = base64.urlsafe_b64encode(hmac.digest(NEW.encode(), message, "sha256")).rstrip(b"=").decode()
