@@ -45,7 +45,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent / "tests"))
 sys.path.insert(0, str(BENCH))
 
-from served import ensure_debian_tool  # noqa: E402
+from served import ensure_debian_tool, reference_assertion  # noqa: E402
 
 CONCURRENCY = 16
 CALLS = {"reference": 300, "initialize": 400, "finalize": 300,
@@ -89,30 +89,18 @@ def asgi_calls(app: Any, path: str, bodies: list[bytes], headers: dict[str, str]
         while queue:
             await post(queue.pop())
 
-    def run() -> None:
-        async def all_of_them() -> None:
-            queue = list(bodies)
-            await asyncio.gather(*(worker(queue) for _ in range(CONCURRENCY)))
-
-        loop.run_until_complete(all_of_them())
+    async def all_of_them() -> None:
+        queue = list(bodies)
+        await asyncio.gather(*(worker(queue) for _ in range(CONCURRENCY)))
 
     loop = asyncio.new_event_loop()
-    return run
+    return lambda: loop.run_until_complete(all_of_them())
 
 
 def reference_case(n: int) -> Callable[[], None]:
     import served_apps
-    from softauthn import SoftAuthenticator, b64url, cose_key
 
-    auth, challenge = SoftAuthenticator(), secrets.token_bytes(32)
-    auth.create(rp_id="issuer.test", challenge=b64url(challenge), origin="https://issuer.test",
-                user_handle=secrets.token_bytes(16))
-    credential_id = bytes(next(iter(auth.credentials)))
-    assertion = auth.get(credential_id=credential_id, challenge=b64url(challenge), origin="https://issuer.test",
-                         sign_count=0)
-    os.environ["SPC_BENCH_REFERENCE"] = json.dumps({
-        "public_key": b64url(cose_key(auth.credentials[credential_id].private_key.public_key())),
-        "challenge": b64url(challenge), "rp_id": "issuer.test", "origin": "https://issuer.test"})
+    assertion, os.environ["SPC_BENCH_REFERENCE"] = reference_assertion()
     body = json.dumps({"credential": assertion}).encode()
     return asgi_calls(served_apps.reference_app(), "/verify", [body] * n, {})
 

@@ -98,6 +98,27 @@ def sh(command: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str
     return subprocess.run(list(command), text=True, **kwargs)
 
 
+def reference_assertion() -> tuple[dict[str, Any], str]:
+    """The reference's one credential and one assertion, which it verifies every time (it keeps no state).
+
+    Returns the assertion (AuthenticationResponseJSON) and ``SPC_BENCH_REFERENCE`` for ``served_apps.reference_app``.
+    """
+    from factories import ISSUER_ORIGIN
+    from payment_helpers import RP_ID
+    from softauthn import SoftAuthenticator, b64url, cose_key
+
+    auth, challenge = SoftAuthenticator(), secrets.token_bytes(32)
+    created = auth.create(rp_id=RP_ID, challenge=b64url(challenge), origin=ISSUER_ORIGIN,
+                          user_handle=secrets.token_bytes(16))
+    credential_id = bytes(next(iter(auth.credentials)))
+    assert created["rawId"] == b64url(credential_id)
+    assertion = auth.get(credential_id=credential_id, challenge=b64url(challenge), origin=ISSUER_ORIGIN,
+                         sign_count=0)
+    public_key = cose_key(auth.credentials[credential_id].private_key.public_key())
+    return assertion, json.dumps({"public_key": b64url(public_key), "challenge": b64url(challenge), "rp_id": RP_ID,
+                                  "origin": ISSUER_ORIGIN})
+
+
 def ensure_debian_tool(name: str) -> str:
     """The path of ``name`` (``wrk``, ``valgrind``), installed first with apt from the Debian package of that name."""
     found = shutil.which(name)
@@ -608,9 +629,8 @@ class Bench:
     def start(self) -> None:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ec
-        from factories import API_KEY, ISSUER_ORIGIN
-        from payment_helpers import RP_ID
-        from softauthn import SoftAuthenticator, b64url, cose_key
+        from factories import API_KEY
+        from softauthn import SoftAuthenticator
 
         self.api_key = API_KEY
         key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
@@ -618,22 +638,11 @@ class Bench:
         self.signing_key_file = self.work / "signing-key.pem"
         self.signing_key_file.write_bytes(key)
 
-        # The reference: one credential, one challenge, one assertion it verifies every time.
-        auth = SoftAuthenticator()
-        challenge = secrets.token_bytes(32)
-        created = auth.create(rp_id=RP_ID, challenge=b64url(challenge), origin=ISSUER_ORIGIN,
-                              user_handle=secrets.token_bytes(16))
-        credential_id = bytes(next(iter(auth.credentials)))
-        public_key = cose_key(auth.credentials[credential_id].private_key.public_key())
-        assertion = auth.get(credential_id=credential_id, challenge=b64url(challenge), origin=ISSUER_ORIGIN,
-                             sign_count=0)
-        assert created["rawId"] == b64url(credential_id)
+        assertion, reference_spec = reference_assertion()
         self.reference_body = self.work / "reference.json"
         self.reference_body.write_text(json.dumps({"transaction_id": "reference", "credential": assertion},
                                                   separators=(",", ":")))
-        reference_env = {"SPC_BENCH_REFERENCE": json.dumps({
-            "public_key": b64url(public_key), "challenge": b64url(challenge), "rp_id": RP_ID,
-            "origin": ISSUER_ORIGIN})}
+        reference_env = {"SPC_BENCH_REFERENCE": reference_spec}
 
         print("starting servers ...", flush=True)
         self.hello = start_server(self.processes, "hello", "hello_app", env={}, workers=1, logs=self.logs,
