@@ -318,7 +318,16 @@ def _is_ordered_subset(received: object, sent: Sequence[PaymentEntityLogo]) -> b
         return False
     remaining = iter([logo.to_json() for logo in sent])
     # Each received logo must be found, in order, among those not yet matched.
-    return all(any(item == candidate for candidate in remaining) for item in received)
+    return all(any(_same_logo(item, candidate) for candidate in remaining) for item in received)
+
+
+def _same_logo(shown: object, sent: dict[str, str]) -> bool:
+    # Chrome signs a logo it could not load with an empty url and the label sent (S7).
+    return shown == sent or shown == {"url": "", "label": sent["label"]}
+
+
+# Every member of the instrument describes the card row the browser shows: each must be one initialize sent.
+_INSTRUMENT_MEMBERS = frozenset({"displayName", "icon", "iconMustBeShown"})
 
 
 def _check_payment_data(cd: ClientData, expected: ExpectedPayment) -> None:
@@ -351,7 +360,15 @@ def _check_payment_data(cd: ClientData, expected: ExpectedPayment) -> None:
     instrument = _require(payment, "instrument", dict)
     _check_equal("instrument.displayName", instrument.get("displayName"), expected.instrument_name, "instrument_mismatch")
     _check_equal("instrument.icon", instrument.get("icon"), expected.instrument_icon, "instrument_mismatch")
-    # Policy (S7): logos shown may only be those sent, in the order sent (the browser may drop some).
+    # Policy (S6): nothing else on the card row, such as a "details" line the merchant's page added.
+    unexpected = sorted(set(instrument) - _INSTRUMENT_MEMBERS)
+    if unexpected:
+        raise _reject(f"Unexpected clientDataJSON.payment.instrument members {quoted(', '.join(unexpected))}: "
+                      "initialize sent only displayName, icon and iconMustBeShown", "instrument_mismatch")
+    if not isinstance(instrument.get("iconMustBeShown", True), bool):
+        raise _reject("clientDataJSON.payment.instrument.iconMustBeShown must be a boolean", "instrument_mismatch")
+    # Policy (S7): logos shown may only be those sent, in the order sent (the browser may drop some,
+    # or sign one it could not load with an empty url).
     if not _is_ordered_subset(payment.get("paymentEntitiesLogos", []), expected.logos):
         raise _reject("clientDataJSON.payment.paymentEntitiesLogos is not an ordered subset of the logos sent",
                       "logos_mismatch")

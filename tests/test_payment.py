@@ -89,8 +89,7 @@ def test_genuine_spc_assertion_confirms_the_transaction(bank) -> None:
 
 def test_positive_unknown_client_data_and_payment_keys_are_accepted(bank) -> None:
     def add_unknown(payment):
-        payment["somethingNew"] = {"x": 1}
-        payment["instrument"]["details"] = "Debit"
+        payment["somethingNew"] = {"x": 1}  # (the instrument's members are all checked: test_s6_instrument)
 
     accept_spc(bank, payment_edit=add_unknown,
                extra_client_data={"other_keys_can_be_added_here": "do not compare clientDataJSON against a template"})
@@ -413,9 +412,18 @@ def test_s5_total_not_an_object(bank) -> None:
     lambda p: p["instrument"].update(icon="https://evil.test/card.png"),
     lambda p: p["instrument"].update(icon=""),
     lambda p: p["instrument"].pop("icon"),
-], ids=["name", "icon", "icon-dropped", "icon-missing"])
+    # Chrome shows an instrument "details" line and signs it: the merchant's page may not add one.
+    lambda p: p["instrument"].update(details="Refund: nothing will be charged"),
+    lambda p: p["instrument"].update(subtitle="x"),
+    lambda p: p["instrument"].update(iconMustBeShown="yes"),
+], ids=["name", "icon", "icon-dropped", "icon-missing", "details-added", "unknown-member", "icon-must-be-shown-text"])
 def test_s6_instrument(bank, edit) -> None:
     reject_spc(bank, "instrument_mismatch", payment_edit=edit)
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_s6_instrument_as_chrome_signs_it_with_icon_must_be_shown(bank, flag) -> None:
+    accept_spc(bank, payment_edit=lambda p: p["instrument"].update(iconMustBeShown=flag))
 
 
 LOGOS = [{"url": "https://issuer.test/network.png", "label": "Network"},
@@ -434,10 +442,23 @@ def test_s7_logos_ordered_subset_is_accepted(bank, shown) -> None:
     accept_spc(bank, data={**TRANSACTION_DATA, "payment_entities_logos": LOGOS}, payment_edit=edit)
 
 
+# Chrome signs a logo it could not download as {"url": "", "label": <the label sent>}.
+@pytest.mark.parametrize("shown", [
+    [{"url": "", "label": "Network"}, LOGOS[1]], [LOGOS[0], {"url": "", "label": "Acquirer"}],
+    [{"url": "", "label": "Acquirer"}],
+], ids=["first-failed", "second-failed", "only-second-failed"])
+def test_s7_logo_that_failed_to_load_is_accepted(bank, shown) -> None:
+    accept_spc(bank, data={**TRANSACTION_DATA, "payment_entities_logos": LOGOS},
+               payment_edit=lambda p: p.update(paymentEntitiesLogos=shown))
+
+
 @pytest.mark.parametrize("shown", [
     LOGOS[::-1], [LOGOS[0], LOGOS[0]], [{"url": "https://evil.test/x.png", "label": "Network"}],
     [{**LOGOS[0], "label": "Other"}], "logos",
-], ids=["reversed", "duplicated", "unknown-url", "other-label", "not-a-list"])
+    [{"url": "", "label": "Other"}], [{"url": "", "label": "Acquirer"}, {"url": "", "label": "Network"}],
+    [{"url": "", "label": "Network", "extra": 1}], [{"url": None, "label": "Network"}],
+], ids=["reversed", "duplicated", "unknown-url", "other-label", "not-a-list", "failed-other-label",
+        "failed-reversed", "failed-extra-member", "failed-null-url"])
 def test_s7_logos_not_an_ordered_subset(bank, shown) -> None:
     reject_spc(bank, "logos_mismatch", data={**TRANSACTION_DATA, "payment_entities_logos": LOGOS},
                payment_edit=lambda p: p.update(paymentEntitiesLogos=shown))

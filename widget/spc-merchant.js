@@ -52,14 +52,20 @@ function jsonValue(value) {
 
 // PaymentResponse.details -> AuthenticationResponseJSON, by hand where the browser has no toJSON().
 function assertionToJSON(credential) {
-  if (typeof credential.toJSON === "function") return credential.toJSON();
+  const extensions = jsonValue(credential.getClientExtensionResults());
+  if (typeof credential.toJSON === "function") {
+    // Chromium's toJSON() leaves out SPC's payment output, the browser-bound key's signature.
+    const json = credential.toJSON();
+    if (extensions.payment) json.clientExtensionResults = { ...json.clientExtensionResults, payment: extensions.payment };
+    return json;
+  }
   const r = credential.response;
   const response = { clientDataJSON: toBase64url(r.clientDataJSON),
     authenticatorData: toBase64url(r.authenticatorData), signature: toBase64url(r.signature) };
   if (r.userHandle) response.userHandle = toBase64url(r.userHandle);
   return { id: credential.id, rawId: toBase64url(credential.rawId), type: credential.type,
     authenticatorAttachment: credential.authenticatorAttachment ?? undefined, response,
-    clientExtensionResults: jsonValue(credential.getClientExtensionResults()) };
+    clientExtensionResults: extensions };
 }
 
 /** {status: "available"} or {status: "unavailable", reason}. */

@@ -107,6 +107,30 @@ def test_spc_payment_without_native_to_json(context: BrowserContext, page: Page,
     assert transaction_state(sites, init["transaction_id"]) == "succeeded"
 
 
+# A browser-bound key's signature comes only from getClientExtensionResults(): Chromium's toJSON() drops it.
+WITH_PAYMENT_OUTPUT = """
+const original = PublicKeyCredential.prototype.getClientExtensionResults;
+PublicKeyCredential.prototype.getClientExtensionResults = function () {
+  return {...original.call(this), payment: {browserBoundSignature: {signature: new Uint8Array([1, 2, 3]).buffer}}};
+};
+"""
+
+
+def test_the_payment_extension_output_reaches_the_issuer(context: BrowserContext, page: Page, sites: Sites) -> None:
+    context.add_init_script(WITH_PAYMENT_OUTPUT)
+    authenticator, user_id = enrol(context, page, sites)
+    init = initialize(page, user_id)
+    set_spc_mode(authenticator.cdp, "autoAccept")
+
+    result = pay(page)
+
+    sent = result["credential"]["clientExtensionResults"]
+    assert sent["payment"] == {"browserBoundSignature": {"signature": "AQID"}}, sent
+    # A signature without the key in the signed client data: the issuer saw it, and refuses (S10).
+    assert result["outcome"] == "error" and result["code"] == "browser_bound_key_invalid", result
+    assert transaction_state(sites, init["transaction_id"]) == "pending"
+
+
 def test_user_cancel_reports_cancelled_and_transaction_stays_pending(context: BrowserContext, page: Page,
                                                                      sites: Sites) -> None:
     authenticator, user_id = enrol(context, page, sites)
