@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import InvalidRequest
 from .i18n import is_locale_tag
+from .image_urls import image_url_problem
 from .text import quoted, storable_text
 from .tokens import MAX_INSTRUMENT_ID_LENGTH
 from .transactions import MAX_USER_ID_LENGTH
@@ -23,7 +24,6 @@ from .transactions import MAX_USER_ID_LENGTH
 MAX_NAME_LENGTH = 255  # user names and the card's name, as EnrollmentToken
 # Policy: an icon is a URL or a small data: image; the browser fetches and shows it beside the card.
 MAX_ICON_LENGTH = 16 * 1024
-ICON_PREFIXES = ("https://", "http://localhost", "data:image/")
 
 
 def text_field(body: Mapping[str, Any], name: str, *, max_length: int = MAX_NAME_LENGTH) -> str:
@@ -39,13 +39,12 @@ def optional_text_field(body: Mapping[str, Any], name: str, *, max_length: int =
 
 
 def icon_field(body: Mapping[str, Any], name: str, *, max_length: int = MAX_ICON_LENGTH) -> str:
-    """An icon the browser can fetch from a secure context: https (http on localhost) or a data: image."""
+    """An icon the browser can fetch from a secure context (https, http on localhost, or a data: image),
+    spelled as the browser will sign it (:mod:`spc_embed.image_urls`)."""
     value = text_field(body, name, max_length=max_length)
-    # Policy: printable ASCII without spaces (a URL's own alphabet; other text is percent-encoded), so the
-    # URL is exactly the one the browser will request.
-    if not value.startswith(ICON_PREFIXES) or not all("!" <= c <= "~" for c in value):
-        raise InvalidRequest(f"{name!r} must be an https:// URL or a data:image/ URL, printable ASCII without "
-                             "spaces", code="invalid_icon")
+    problem = image_url_problem(value, local_http=True)
+    if problem is not None:
+        raise InvalidRequest(f"{name!r} {problem}", code="invalid_icon")
     return value
 
 

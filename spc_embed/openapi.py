@@ -13,6 +13,7 @@ from typing import Any
 
 from .context import IssuerContext
 from .enrollment_input import MAX_ICON_LENGTH
+from .image_urls import image_url_schema
 from .tokens import MAX_INSTRUMENT_ID_LENGTH
 from .transactions import (
     AMOUNT_PATTERN,
@@ -108,9 +109,12 @@ _NULLABLE_STRING = {"type": ["string", "null"]}
 _B64URL = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$"}
 # No C0/C1 control character or DEL anywhere, and one character that is not white space (storable_text, H2).
 _STORABLE = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-# spc_embed.enrollment_input.icon_field: a URL the browser can fetch, printable ASCII without spaces.
-_ICON = {"type": "string", "minLength": 1, "maxLength": MAX_ICON_LENGTH,
-         "pattern": "^(https://|http://localhost|data:image/)[!-~]*$"}
+# spc_embed.image_urls: a URL the browser can fetch, spelled as the browser signs it.
+_IMAGE_URL_RULES = ("Spelled as browsers write it, since SPC signs the browser's spelling: a lower-case DNS host "
+                    "name, no default port, a path (at least \"/\"), no \".\" or \"..\" segments, no fragment, "
+                    "and characters outside a URL's own percent-encoded (but not letters, digits or \"-._~\").")
+_ICON = {**image_url_schema(local_http=True, max_length=MAX_ICON_LENGTH),
+         "description": "An https:// URL (http:// on localhost) or a data:image/ URL. " + _IMAGE_URL_RULES}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -155,8 +159,8 @@ SCHEMAS: dict[str, Any] = {
                                 "description": "The page that calls SPC; required when the merchant has several"},
             "payment_entities_logos": {"type": "array", "maxItems": MAX_LOGOS, "items": {
                 "type": "object", "required": ["url", "label"], "additionalProperties": False,
-                "properties": {"url": {"type": "string", "minLength": 1, "maxLength": 64 * 1024,
-                                       "pattern": "^(https://|data:image/)"},
+                "properties": {"url": {**image_url_schema(),
+                                       "description": "An https:// or data:image/ URL. " + _IMAGE_URL_RULES},
                                "label": _identifier(MAX_TEXT_LENGTH)}}},
         },
         "additionalProperties": _ref("TransactionValue"),

@@ -12,7 +12,7 @@ import re
 from urllib.parse import urlsplit
 
 _DEFAULT_PORTS = {"https": 443, "http": 80}
-_HOST = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\Z")
+HOST_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\Z")
 
 
 def is_localhost(host: str) -> bool:
@@ -36,7 +36,7 @@ def url_origin(url: str) -> str:
     except ValueError as exc:
         raise ValueError(f"{url!r} is not a valid URL: {exc}") from exc
     host = parts.hostname or ""
-    if parts.scheme not in _DEFAULT_PORTS or not _HOST.match(host):
+    if parts.scheme not in _DEFAULT_PORTS or not HOST_NAME.match(host):
         raise ValueError(f"{url!r} is not an absolute http(s) URL with a DNS host name")
     if parts.scheme == "http" and not is_localhost(host):
         raise ValueError(f"{url!r} must use https (http is only accepted for localhost and *.localhost)")

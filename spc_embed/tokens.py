@@ -25,6 +25,7 @@ from .config import normalize_origin
 from .encoding import compact_json
 from .errors import ConfigurationError, TokenError, TokenExpired
 from .i18n import check_locale_tag
+from .image_urls import image_url_problem
 from .text import is_storable, storable_text
 
 ENROLLMENT_SALT = "spc-embed.enrollment.v1"
@@ -58,8 +59,9 @@ class EnrollmentToken:
                     or not is_storable(value):
                 raise ConfigurationError(f"enrolment {name} must be a non-empty string (at most 255 characters, "
                                          "no control characters)")
-        if not self.instrument_icon.startswith(("https://", "http://localhost", "data:image/")):
-            raise ConfigurationError("instrument_icon must be an https:// URL or a data:image/ URL")
+        icon_problem = image_url_problem(self.instrument_icon, local_http=True)
+        if icon_problem is not None:
+            raise ConfigurationError(f"enrolment instrument_icon {icon_problem}")
         normalize_origin(self.merchant_origin, what="merchant origin")
         if self.locale is not None:
             check_locale_tag(self.locale, what="enrolment locale")

@@ -86,6 +86,7 @@ import rfc8785
 
 from .encoding import JSONNumber, b64url_encode
 from .errors import InvalidRequest
+from .image_urls import image_url_problem
 from .text import quoted, storable_text
 
 MAX_FRACTION_DIGITS = 4
@@ -202,10 +203,6 @@ def _is_payee_origin(value: str) -> bool:
     )
 
 
-def is_image_url(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 64 * 1024 and value.startswith(("https://", "data:image/"))
-
-
 @dataclass(frozen=True)
 class PaymentEntityLogo:
     url: str
@@ -248,9 +245,12 @@ def _logos(value: object) -> tuple[PaymentEntityLogo, ...]:
         raise _invalid(f"transaction_data.payment_entities_logos must be a list of at most {MAX_LOGOS} logos")
     logos = []
     for item in value:
-        if not isinstance(item, dict) or set(item) != {"url", "label"} or not is_image_url(item["url"]) \
+        if not isinstance(item, dict) or set(item) != {"url", "label"} or not isinstance(item["url"], str) \
                 or not isinstance(item["label"], str) or not item["label"] or len(item["label"]) > MAX_TEXT_LENGTH:
             raise _invalid('each payment entity logo must be {"url": https:// or data:image/ URL, "label": text}')
+        problem = image_url_problem(item["url"])
+        if problem is not None:
+            raise _invalid(f"a payment entity logo's url {problem}")
         storable_text(item["label"], field="transaction_data.payment_entities_logos label", max_length=MAX_TEXT_LENGTH)
         logos.append(PaymentEntityLogo(url=item["url"], label=item["label"]))
     return tuple(logos)

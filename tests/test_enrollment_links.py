@@ -146,6 +146,9 @@ BAD_FIELDS = [
     ({"instrument_icon": "javascript:alert(1)"}, "invalid_icon"),
     ({"instrument_icon": "https://issuer.test/a card.png"}, "invalid_icon"),
     ({"instrument_icon": "https://issuer.test/carte-é.png"}, "invalid_icon"),
+    # Spellings the browser rewrites before it signs them: no payment with them could verify.
+    ({"instrument_icon": "https://issuer.test:443/card.png"}, "invalid_icon"),
+    ({"instrument_icon": "https://issuer.test/cards/../card.png"}, "invalid_icon"),
     ({"instrument_icon": "data:image/png;base64," + "A" * 5000}, "enrollment_link_too_long"),
     ({"merchant_origin": None}, "unknown_merchant_origin"),
     ({"merchant_origin": 1}, "unknown_merchant_origin"),

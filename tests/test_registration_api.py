@@ -187,6 +187,7 @@ BAD_INITIALIZE = [
     ({"user_id": "u", "username": "a", "icon": "javascript:alert(1)"}, "invalid_icon"),
     ({"user_id": "u", "username": "a", "icon": "http://issuer.test/me.png"}, "invalid_icon"),
     ({"user_id": "u", "username": "a", "icon": "https://issuer.test/my face.png"}, "invalid_icon"),
+    ({"user_id": "u", "username": "a", **CARD, "instrument_icon": "https://Issuer.test/c.png"}, "invalid_icon"),
     ({"user_id": "u", "username": "a", "icon": 1}, "invalid_request"),
     ({"user_id": "u", "username": "a", "instrument_name": "Card"}, "invalid_request"),  # a card needs its icon
     ({"user_id": "u", "username": "a", "instrument_icon": ICON}, "invalid_request"),  # ... and its name

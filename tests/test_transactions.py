@@ -244,7 +244,8 @@ def test_logos_are_validated() -> None:
     logos = [{"url": "https://issuer.test/network.png", "label": "Network"}]
     assert parse_transaction_data({**VALID, "payment_entities_logos": logos}).logos[0].label == "Network"
     for bad in ([{"url": "http://x.test/a.png", "label": "x"}], [{"url": "https://x.test/a.png"}], "x",
-                [{"url": "https://x.test/a.png", "label": "x", "extra": 1}]):
+                [{"url": "https://x.test/a.png", "label": "x", "extra": 1}], [{"url": 7, "label": "x"}],
+                [{"url": "https://X.test/a.png", "label": "x"}], [{"url": "https://x.test", "label": "x"}]):
         with pytest.raises(InvalidRequest):
             parse_transaction_data({**VALID, "payment_entities_logos": bad})
 
