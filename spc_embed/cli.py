@@ -20,6 +20,7 @@ import json
 import os
 import secrets
 import shlex
+import socket
 import sys
 from collections.abc import Sequence
 from importlib import metadata
@@ -106,6 +107,7 @@ def serve(args: argparse.Namespace) -> int:
     # The schema step before uvicorn starts: a database that cannot be opened is
     # one line here, not a traceback from a worker's lifespan.
     open_database(issuer.config.database_url)
+    check_can_listen(args.host, args.port)
     options = {"host": args.host, "port": args.port, "proxy_headers": args.proxy_headers,
                "forwarded_allow_ips": args.forwarded_allow_ips, "log_level": args.log_level,
                "access_log": args.access_log}
@@ -119,6 +121,17 @@ def serve(args: argparse.Namespace) -> int:
     else:
         uvicorn.run(ready_to_serve(build_app(issuer)), **options)
     return 0
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """A port in use (or a host not of this machine) is one line here, not uvicorn's log and exit status 3."""
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+            probe.bind(address)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 def keys(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shlex
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -440,6 +441,18 @@ def test_serve_refuses_a_bad_configuration_in_one_line(tmp_path: Path, capsys: p
     apply(tmp_path, _not_a_directory)
     status, _, err = run(capsys, "serve", "--config", "issuer.toml")
     assert status == 1 and err.startswith("spc-embed: error: cannot open the database SQLite file")
+
+
+def test_serve_refuses_a_port_in_use_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    top, merchants = good_settings(tmp_path)
+    write_toml(tmp_path / "issuer.toml", top, merchants)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status, out, err = run(capsys, "serve", "--config", "issuer.toml", "--port", str(port))
+    assert (status, out) == (1, "")
+    assert err == f"spc-embed: error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
 
 
 def test_the_app_factory_mounts_the_issuer_and_runs_its_lifespan(
