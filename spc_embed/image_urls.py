@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import string
 
-from .origins import HOST_NAME, is_localhost
+from .origins import DEFAULT_PORTS, HOST_NAME, is_localhost
 
 _UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 # Characters browsers copy unchanged into a path (no URL standard or older Chrome version escapes them).
 _PATH = _UNRESERVED | frozenset("!$&'()*+,;=:@/%")
 # A query: the same and "?", without "'", which the URL standard escapes in the query of an https URL.
 _QUERY = (_PATH | {"?"}) - {"'"}
-_DEFAULT_PORTS = {"https://": "443", "http://": "80"}
 MAX_IMAGE_URL_LENGTH = 64 * 1024
 
 
@@ -38,14 +37,13 @@ def image_url_problem(url: str, *, local_http: bool = False) -> str | None:
         return "must be printable ASCII without spaces (percent-encode other characters)"
     if url.startswith("data:image/"):
         return None  # an opaque path: browsers leave printable ASCII as it is
-    scheme = next((s for s in _DEFAULT_PORTS if url.startswith(s)), None)
-    if scheme is None:
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme not in DEFAULT_PORTS:
         return "must be an https:// URL or a data:image/ URL"
-    rest = url[len(scheme):]
     end = min((i for i in (rest.find(c) for c in "/?#\\") if i >= 0), default=len(rest))
     authority, tail = rest[:end], rest[end:]
-    problem = _authority_problem(authority, default_port=_DEFAULT_PORTS[scheme])
-    if problem is None and scheme == "http://" and not (local_http and is_localhost(authority.partition(":")[0])):
+    problem = _authority_problem(authority, default_port=str(DEFAULT_PORTS[scheme]))
+    if problem is None and scheme == "http" and not (local_http and is_localhost(authority.partition(":")[0])):
         problem = "must use https (http only on localhost)"
     return problem or _tail_problem(tail)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-_DEFAULT_PORTS = {"https": 443, "http": 80}
+DEFAULT_PORTS = {"https": 443, "http": 80}
 HOST_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\Z")
 
 
@@ -36,13 +36,13 @@ def url_origin(url: str) -> str:
     except ValueError as exc:
         raise ValueError(f"{url!r} is not a valid URL: {exc}") from exc
     host = parts.hostname or ""
-    if parts.scheme not in _DEFAULT_PORTS or not HOST_NAME.match(host):
+    if parts.scheme not in DEFAULT_PORTS or not HOST_NAME.match(host):
         raise ValueError(f"{url!r} is not an absolute http(s) URL with a DNS host name")
     if parts.scheme == "http" and not is_localhost(host):
         raise ValueError(f"{url!r} must use https (http is only accepted for localhost and *.localhost)")
     if parts.username is not None or parts.password is not None:
         raise ValueError(f"{url!r} must not contain credentials")
-    suffix = "" if port is None or port == _DEFAULT_PORTS[parts.scheme] else f":{port}"
+    suffix = "" if port is None or port == DEFAULT_PORTS[parts.scheme] else f":{port}"
     return f"{parts.scheme}://{host}{suffix}"
 
 
